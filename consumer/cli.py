@@ -1,0 +1,212 @@
+"""Command line: ``paper-consumer run | migrate …`` (also ``python -m consumer``).
+
+Each command is a small function taking the parsed arguments. Flags override environment
+variables (see ``settings.py``); ``--help`` never shows a secret, because secrets are only read
+from the environment or files, never accepted or echoed as flag defaults. Signal handlers are
+installed here, in one place, and restored when ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from consumer import __version__, migrations
+from consumer.errors import PaperConsumerError, SchemaNotReadyError
+from consumer.logs import configure, get_logger
+from consumer.settings import Settings, redact_url
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+# CLI flag → Settings field. Only non-secret settings are flags.
+_RUN_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--group": ("group", str, "consumer group name (PAPER_GROUP)"),
+    "--consumer-name": ("consumer_name", str, "stable consumer name (PAPER_CONSUMER_NAME)"),
+    "--orders-stream": ("orders_stream", str, "order stream (PAPER_ORDERS_STREAM)"),
+    "--fills-stream": ("fills_stream", str, "fill stream (PAPER_FILLS_STREAM)"),
+    "--marks-stream": ("marks_stream", str, "mark stream; '' disables (PAPER_MARKS_STREAM)"),
+    "--dlq-stream": ("dlq_stream", str, "dead-letter stream (PAPER_DLQ_STREAM)"),
+    "--batch-max-entries": ("batch_max_entries", int, "max entries per batch"),
+    "--batch-max-wait-ms": ("batch_max_wait_ms", int, "max wait to fill a batch, ms"),
+    "--block-ms": ("block_ms", int, "XREADGROUP BLOCK, ms"),
+    "--claim-idle-s": ("claim_idle_s", float, "reclaim others' pending entries idle this long"),
+    "--max-deliveries": ("max_deliveries", int, "dead-letter an entry delivered more often"),
+    "--shutdown-grace-s": ("shutdown_grace_s", float, "time to finish the batch on SIGTERM"),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paper-consumer",
+        description="Persist a paper-trading bot's Redis Streams events into PostgreSQL.",
+        epilog="Connection settings come from the environment: DATABASE_URL or POSTGRES_HOST/"
+        "PORT/DB/USER/PASSWORD(_FILE); REDIS_URL or REDIS_HOST/PORT/DB/PASSWORD(_FILE).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
+    parser.add_argument("--log-level", default=None, help="debug, info, warning, error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="consume the streams into PostgreSQL (the worker)")
+    run.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit once every stream is drained (burst mode, for replays and tests)",
+    )
+    run.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply pending migrations before starting instead of refusing to run",
+    )
+    run.add_argument(
+        "--archive",
+        action="store_true",
+        help="also keep every accepted raw entry in paper_event_ledger",
+    )
+    for flag, (_, kind, text) in _RUN_FLAGS.items():
+        run.add_argument(flag, type=kind, default=None, help=text)
+    run.set_defaults(handler=_cmd_run)
+
+    migrate = commands.add_parser("migrate", help="apply, roll back, list or verify migrations")
+    actions = migrate.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="apply pending migrations")
+    up.add_argument("--to", type=int, default=None, help="stop after this version")
+    down = actions.add_parser("down", help="roll back applied migrations")
+    down.add_argument(
+        "--to",
+        type=int,
+        default=None,
+        help="keep versions up to this one (required; 0 removes everything)",
+    )
+    actions.add_parser("status", help="list applied and pending migrations")
+    actions.add_parser("verify", help="check every expected object exists")
+    migrate.set_defaults(handler=_cmd_migrate)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for flag, (name, _, _) in _RUN_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            overrides[name] = value or None if name == "marks_stream" else value
+    if args.log_format:
+        overrides["log_format"] = args.log_format
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    settings = Settings()
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+@contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """Route SIGTERM/SIGINT to ``stop`` for the duration; restore the old handlers after."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        get_logger(component="cli").info("signal_received", signal=signal.Signals(signum).name)
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.store import PostgresStore  # noqa: PLC0415 - keep `--help` fast
+    from consumer.stream import RedisStream  # noqa: PLC0415
+    from consumer.worker import Worker  # noqa: PLC0415
+
+    log = get_logger(component="cli")
+    dsn = settings.database_dsn()
+    if args.migrate:
+        applied = migrations.upgrade(dsn)
+        log.info("migrations_checked", applied=[m.filename for m in applied])
+    try:
+        migrations.verify(dsn)
+    except SchemaNotReadyError as exc:
+        log.error("schema_not_ready", error=str(exc))
+        return EXIT_ERROR
+    store = PostgresStore(dsn, group=settings.group, archive=args.archive)
+    store.open()
+    stream = RedisStream(
+        settings.redis_dsn(),
+        streams=settings.streams(),
+        group=settings.group,
+        consumer=settings.consumer_name,
+        dlq_stream=settings.dlq_stream,
+        start_id=settings.group_start_id,
+    )
+    log.info("connecting", database=redact_url(dsn), redis=redact_url(settings.redis_dsn()))
+    worker = Worker(settings, store, stream)
+    try:
+        with _stop_on_signals(worker.stop):
+            return worker.run(until_idle=args.until_idle)
+    finally:
+        stream.close()
+        store.close()
+
+
+def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    dsn = settings.database_dsn()
+    if args.action == "up":
+        applied = migrations.upgrade(dsn, to=args.to)
+        _print_lines([f"applied {m.filename}" for m in applied] or ["already up to date"])
+    elif args.action == "down":
+        if args.to is None:
+            print("migrate down needs --to N (0 removes every object)", file=sys.stderr)
+            return EXIT_USAGE
+        rolled = migrations.downgrade(dsn, to=args.to)
+        _print_lines([f"rolled back {m.filename}" for m in rolled] or ["nothing to roll back"])
+    elif args.action == "status":
+        current = migrations.status(dsn)
+        lines = [
+            f"applied  {a.version:03d}_{a.name}  {a.applied_at.isoformat()}  {a.duration_ms} ms"
+            for a in current.applied
+        ]
+        lines += [f"pending  {m.filename}" for m in current.pending]
+        _print_lines(lines or ["no migrations"])
+    else:
+        migrations.verify(dsn)
+        _print_lines(["schema verified: every migration applied, every object present"])
+    return 0
+
+
+def _print_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``paper-consumer`` script."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        # Pydantic's message names the variable and the problem, never a SecretStr value.
+        print(f"paper-consumer: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure(settings.log_format, settings.log_level)
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return handler(args, settings)
+    except PaperConsumerError as exc:
+        get_logger(component="cli").error("command_failed", command=args.command, error=str(exc))
+        print(f"paper-consumer: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, default=str, indent=2))

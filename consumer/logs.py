@@ -1,0 +1,57 @@
+"""Structured logging, configured in exactly one place.
+
+JSON lines when stderr is not a terminal (containers, CI, files), colourful key=value output on
+one. Everything logs through ``structlog.get_logger()``; tests capture events with
+``structlog.testing.capture_logs`` and assert on fields, never on formatted text.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from consumer.settings import LogFormat
+
+_SECRET_KEYS = frozenset({"password", "dsn", "database_url", "redis_url", "secret", "token"})
+
+
+def _drop_secrets(_: Any, __: str, event_dict: structlog.typing.EventDict) -> Any:
+    """Last line of defence: a field whose name suggests a secret is never written out."""
+    for key in list(event_dict):
+        if key.lower() in _SECRET_KEYS:
+            event_dict[key] = "***"
+    return event_dict
+
+
+def configure(log_format: LogFormat = "auto", level: str = "info") -> None:
+    """Set up structlog for the process. Safe to call more than once."""
+    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _drop_secrets,
+            structlog.processors.format_exc_info if use_json else _passthrough,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _passthrough(_: Any, __: str, event_dict: structlog.typing.EventDict) -> Any:
+    return event_dict
+
+
+def get_logger(**initial: Any) -> Any:
+    """A bound logger; ``initial`` key/values are attached to every line it writes."""
+    return structlog.get_logger(**initial)

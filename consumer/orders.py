@@ -1,0 +1,178 @@
+"""Order lifecycle: fold order events into the one row ``paper_orders`` keeps per order id.
+
+Pure logic, no I/O. The store reads the current rows of a batch's orders, folds the batch's
+events into them here, in stream order, and writes the results back. Because the fold is applied
+one event at a time to exactly what the database holds, the final row is the same whatever the
+batch boundaries, restarts or redeliveries were (an event applied twice changes nothing).
+
+Rules (events.md):
+- Status never moves backwards: PENDING < SUBMITTED < PARTIAL/PARTIALLY_FILLED < terminal; the
+  first terminal status wins.
+- A later or repeated event only fills in fields that are still empty; cumulative amounts
+  (``filled_quantity``, ``fees_usdt``) only grow, and ``filled_price`` follows the largest fill.
+- ``created_at`` is the earliest event time seen for the order.
+- A fill may arrive before its order: the store then creates a *placeholder* row from the fill
+  (symbol and side of the fill, marked in ``metadata``), which the order's first real event
+  replaces field by field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from consumer.events import (
+    TERMINAL_STATUSES,
+    FillEvent,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+    Side,
+    status_rank,
+)
+
+PLACEHOLDER_KEY = "placeholder_from_fill"
+"""``metadata`` key marking a row created from a fill whose order had not been seen yet."""
+
+
+class OrderEventRejectedError(ValueError):
+    """The event cannot be applied to what is stored (the reason is for the dead-letter entry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """One ``paper_orders`` row, minus the generated and ingestion-time columns."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    status: OrderStatus
+    created_at: datetime
+    client_id: str | None = None
+    order_type: OrderType = OrderType.MARKET
+    price: Decimal | None = None
+    filled_quantity: Decimal = Decimal(0)
+    filled_price: Decimal | None = None
+    slippage_pct: Decimal | None = None
+    fees_usdt: Decimal = Decimal(0)
+    fee_type: str | None = None
+    submitted_at: datetime | None = None
+    filled_at: datetime | None = None
+    rejection_reason: str | None = None
+    error_message: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_placeholder(self) -> bool:
+        return PLACEHOLDER_KEY in self.metadata
+
+
+def _first(current: Any, new: Any) -> Any:
+    return current if current is not None else new
+
+
+def _earliest(current: datetime | None, new: datetime | None) -> datetime | None:
+    if current is None:
+        return new
+    if new is None:
+        return current
+    return min(current, new)
+
+
+def _next_status(current: OrderStatus, new: OrderStatus | None) -> OrderStatus:
+    if new is None or current in TERMINAL_STATUSES:
+        return current
+    return new if status_rank(new) > status_rank(current) else current
+
+
+def _new_order(event: OrderEvent) -> OrderState:
+    missing = [name for name in ("symbol", "side", "quantity") if getattr(event, name) is None]
+    if missing:
+        raise OrderEventRejectedError(
+            f"order {event.order_id!r} has not been seen before and this event lacks "
+            f"{', '.join(missing)}, so no order row can be created from it"
+        )
+    return OrderState(
+        order_id=event.order_id,
+        symbol=event.symbol or "",
+        side=event.side or Side.BUY,
+        quantity=event.quantity or Decimal(0),
+        status=OrderStatus.PENDING,
+        created_at=event.timestamp,
+        order_type=event.order_type or OrderType.MARKET,
+    )
+
+
+def _adopt_real_order(placeholder: OrderState, event: OrderEvent) -> OrderState:
+    """The first real event of an order replaces what a placeholder guessed from its fills."""
+    metadata = {k: v for k, v in placeholder.metadata.items() if k != PLACEHOLDER_KEY}
+    return replace(
+        placeholder,
+        symbol=event.symbol or placeholder.symbol,
+        side=event.side or placeholder.side,
+        quantity=event.quantity if event.quantity is not None else placeholder.quantity,
+        order_type=event.order_type or placeholder.order_type,
+        metadata=metadata,
+    )
+
+
+def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState:
+    """Fold one order event into the stored row (``None`` when the order is new)."""
+    if state is None:
+        state = _new_order(event)
+    elif state.is_placeholder and event.quantity is not None:
+        state = _adopt_real_order(state, event)
+
+    status = _next_status(state.status, event.status)
+    filled_quantity = state.filled_quantity
+    filled_price = state.filled_price
+    if event.filled_quantity is not None and event.filled_quantity > filled_quantity:
+        filled_quantity = event.filled_quantity
+        filled_price = _first(event.filled_price, filled_price)
+    else:
+        filled_price = _first(filled_price, event.filled_price)
+
+    fees = state.fees_usdt
+    if event.fees_usdt is not None and event.fees_usdt > fees:
+        fees = event.fees_usdt
+
+    submitted_at = state.submitted_at
+    if submitted_at is None and status_rank(status) >= status_rank(OrderStatus.SUBMITTED):
+        submitted_at = event.timestamp
+    filled_at = state.filled_at
+    if filled_at is None and status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+        filled_at = event.timestamp
+
+    return replace(
+        state,
+        client_id=_first(state.client_id, event.client_id),
+        price=_first(state.price, event.price),
+        status=status,
+        filled_quantity=filled_quantity,
+        filled_price=filled_price,
+        slippage_pct=_first(state.slippage_pct, event.slippage_pct),
+        fees_usdt=fees,
+        fee_type=_first(state.fee_type, event.fee_type.value if event.fee_type else None),
+        created_at=_earliest(state.created_at, event.timestamp) or state.created_at,
+        submitted_at=submitted_at,
+        filled_at=filled_at,
+        rejection_reason=_first(state.rejection_reason, event.rejection_reason),
+        error_message=_first(state.error_message, event.error_message),
+        metadata={**event.metadata, **state.metadata},
+    )
+
+
+def placeholder_from_fill(fill: FillEvent, side: Side) -> OrderState:
+    """A row for an order known only through its fill (replaced when the order's event comes)."""
+    return OrderState(
+        order_id=fill.order_id,
+        symbol=fill.symbol,
+        side=side,
+        quantity=fill.quantity,
+        status=OrderStatus.PENDING,
+        created_at=fill.timestamp,
+        metadata={PLACEHOLDER_KEY: fill.fill_id},
+    )

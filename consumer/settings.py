@@ -1,0 +1,148 @@
+"""Configuration: environment variables (pydantic-settings), overridden by CLI flags.
+
+Our own settings use the ``PAPER_`` prefix and name their units (``batch_max_wait_ms``,
+``claim_idle_s``). Connection settings also accept the names the trading bot's compose file
+already uses (``DATABASE_URL``/``REDIS_URL``, ``POSTGRES_HOST``/``PORT``/``DB``/``USER``/
+``PASSWORD``, ``REDIS_HOST``/``PORT``/``PASSWORD``/``DB``, and ``*_PASSWORD_FILE`` for secrets
+mounted as files). Passwords are ``SecretStr`` so they never print; ``redact_url`` hides the one
+inside a URL before it reaches a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumer.errors import ConfigError
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _read_secret_file(path: str | None) -> SecretStr | None:
+    if not path:
+        return None
+    try:
+        return SecretStr(Path(path).read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        # The path is not secret; its content is. Name the file, never what is inside.
+        raise ConfigError(f"cannot read secret file {path!r}: {exc.strerror}") from None
+
+
+class Settings(BaseSettings):
+    """Everything the worker and the CLI can be told. See README "Configuration"."""
+
+    model_config = SettingsConfigDict(env_prefix="PAPER_", extra="ignore", populate_by_name=True)
+
+    # --- PostgreSQL -------------------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "PAPER_DATABASE_URL")
+    )
+    postgres_host: str | None = Field(default=None, validation_alias="POSTGRES_HOST")
+    postgres_port: int = Field(default=5432, validation_alias="POSTGRES_PORT")
+    postgres_db: str = Field(default="claire_de_binare", validation_alias="POSTGRES_DB")
+    postgres_user: str = Field(default="claire_user", validation_alias="POSTGRES_USER")
+    postgres_password: SecretStr | None = Field(default=None, validation_alias="POSTGRES_PASSWORD")
+    postgres_password_file: str | None = Field(
+        default=None, validation_alias="POSTGRES_PASSWORD_FILE"
+    )
+    postgres_sslmode: str | None = Field(default=None, validation_alias="POSTGRES_SSLMODE")
+
+    # --- Redis ------------------------------------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "PAPER_REDIS_URL")
+    )
+    redis_host: str = Field(default="127.0.0.1", validation_alias="REDIS_HOST")
+    redis_port: int = Field(default=6379, validation_alias="REDIS_PORT")
+    redis_db: int = Field(default=0, validation_alias="REDIS_DB")
+    redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
+    redis_password_file: str | None = Field(default=None, validation_alias="REDIS_PASSWORD_FILE")
+
+    # --- Streams ----------------------------------------------------------------------------
+    orders_stream: str = "stream.orders"
+    fills_stream: str = "stream.fills"
+    marks_stream: str | None = "stream.market_data"
+    dlq_stream: str = "stream.paper_dlq"
+    group: str = "paper-consumer"
+    consumer_name: str = Field(default_factory=socket.gethostname)
+    group_start_id: str = "0"
+
+    # --- Batching and delivery --------------------------------------------------------------
+    batch_max_entries: int = Field(default=1000, ge=1, le=100_000)
+    batch_max_wait_ms: int = Field(default=50, ge=0)
+    block_ms: int = Field(default=1000, ge=1)
+    claim_idle_s: float = Field(default=60.0, gt=0)
+    claim_interval_s: float = Field(default=10.0, gt=0)
+    max_deliveries: int = Field(default=5, ge=1)
+
+    # --- Resilience -------------------------------------------------------------------------
+    retry_initial_ms: int = Field(default=100, ge=1)
+    retry_max_ms: int = Field(default=10_000, ge=1)
+    shutdown_grace_s: float = Field(default=30.0, gt=0)
+
+    # --- Logs -------------------------------------------------------------------------------
+    log_format: LogFormat = "auto"
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        if self.postgres_password is None:
+            self.postgres_password = _read_secret_file(self.postgres_password_file)
+        if self.redis_password is None:
+            self.redis_password = _read_secret_file(self.redis_password_file)
+        return self
+
+    # --- Derived connection strings (contain secrets: never log them, use redact_url) -------
+    def database_dsn(self) -> str:
+        """The PostgreSQL connection string: DATABASE_URL, else one built from POSTGRES_*."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        if self.postgres_host is None:
+            raise ConfigError(
+                "no database configured: set DATABASE_URL (postgresql://user:pass@host:5432/db) "
+                "or POSTGRES_HOST/POSTGRES_PORT/POSTGRES_DB/POSTGRES_USER/POSTGRES_PASSWORD"
+            )
+        password = self.postgres_password.get_secret_value() if self.postgres_password else ""
+        auth = quote(self.postgres_user, safe="")
+        if password:
+            auth += ":" + quote(password, safe="")
+        dsn = f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+        if self.postgres_sslmode:
+            dsn += f"?sslmode={quote(self.postgres_sslmode)}"
+        return dsn
+
+    def redis_dsn(self) -> str:
+        """The Redis URL: REDIS_URL, else one built from REDIS_HOST/PORT/DB/PASSWORD."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        auth = ""
+        if self.redis_password is not None:
+            auth = ":" + quote(self.redis_password.get_secret_value(), safe="") + "@"
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    def streams(self) -> list[str]:
+        """Every stream the worker subscribes to, in a fixed order."""
+        names = [self.orders_stream, self.fills_stream]
+        if self.marks_stream:
+            names.append(self.marks_stream)
+        return names

@@ -1,0 +1,261 @@
+"""Redis Streams: the only module that imports redis.
+
+``RedisStream`` owns the consumer-group protocol for the worker: create the group (MKSTREAM),
+read new entries (``>``) or re-read this consumer's own pending entries (``0``) with XREADGROUP,
+reclaim entries a dead consumer left pending (XAUTOCLAIM after an idle time; ids that were
+trimmed away meanwhile are acknowledged, there is nothing left to process), look up delivery
+counts, acknowledge after commit, and dead-letter atomically (XADD to the dead-letter stream and
+XACK in one MULTI/EXEC, so a crash never leaves an entry both dead-lettered and pending).
+
+Connection problems leave this module as ``RedisUnavailableError``; everything else that Redis
+refuses is a bug or a misconfiguration and propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from consumer.errors import RedisUnavailableError
+from consumer.records import EntryKey, RawEntry
+from consumer.settings import redact_url
+
+DEAD_LETTER_META = ("source_stream", "source_id", "error", "deliveries")
+"""Fields the worker adds to a dead-letter entry; original fields that collide get ``orig.``."""
+
+ERROR_FIELD_MAX = 2000
+
+
+@contextmanager
+def _translated(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RedisUnavailableError(f"Redis at {redact_url(url)} is unreachable: {detail}") from exc
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _entries(stream: str, raw: Sequence[Any], deliveries: int = 1) -> list[RawEntry]:
+    out = []
+    for entry_id, fields in raw:
+        if fields is None:  # Redis 6.2 reports an entry trimmed away while pending as nil
+            continue
+        out.append(
+            RawEntry(
+                EntryKey(stream, _text(entry_id)),
+                {_text(k): _text(v) for k, v in fields.items()},
+                deliveries,
+            )
+        )
+    return out
+
+
+class RedisStream:
+    """The worker's view of its streams within one consumer group."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        dlq_stream: str,
+        start_id: str = "0",
+        socket_timeout_s: float = 10.0,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self._url = url
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer
+        self.dlq_stream = dlq_stream
+        self._start_id = start_id
+        self._socket_timeout_s = socket_timeout_s
+        self._client = client if client is not None else self._connect()
+        self._redis_major = 0
+
+    def _connect(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self._url,
+            socket_timeout=self._socket_timeout_s,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ensure_groups(self) -> None:
+        """Create the consumer group on every stream (and the stream) when missing."""
+        with _translated(self._url):
+            for stream in self.streams:
+                try:
+                    self._client.xgroup_create(stream, self.group, id=self._start_id, mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+            info = self._client.info("server")
+            self._redis_major = int(str(info.get("redis_version", "0")).split(".")[0])
+
+    def read(self, *, count: int, block_ms: int | None, pending: bool) -> list[RawEntry]:
+        """XREADGROUP from every stream: new entries, or (``pending``) our own unacked ones."""
+        start = "0" if pending else ">"
+        with _translated(self._url):
+            try:
+                reply: Any = self._client.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    dict.fromkeys(self.streams, start),
+                    count=count,
+                    block=None if pending else block_ms,
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or the group was deleted under us: recreate and read again later.
+                self.ensure_groups()
+                return []
+        entries: list[RawEntry] = []
+        for stream, raw in reply or []:
+            entries.extend(_entries(_text(stream), raw, 2 if pending else 1))
+        if pending and entries:
+            entries = self._with_delivery_counts(entries)
+        return entries
+
+    def _with_delivery_counts(self, entries: list[RawEntry]) -> list[RawEntry]:
+        counts: dict[EntryKey, int] = {}
+        by_stream: dict[str, list[RawEntry]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.key.stream, []).append(entry)
+        for stream, group_entries in by_stream.items():
+            ids = sorted((e.key for e in group_entries), key=lambda k: k.sort_key)
+            rows = self._client.xpending_range(
+                stream,
+                self.group,
+                min=ids[0].entry_id,
+                max=ids[-1].entry_id,
+                count=len(ids) + 100,
+                consumername=self.consumer,
+            )
+            for row in rows:
+                counts[EntryKey(stream, _text(row["message_id"]))] = int(row["times_delivered"])
+        return [RawEntry(e.key, e.fields, counts.get(e.key, e.deliveries)) for e in entries]
+
+    def claim_stale(self, *, min_idle_ms: int, count: int) -> list[RawEntry]:
+        """Take over entries other consumers left pending longer than ``min_idle_ms``."""
+        claimed: list[RawEntry] = []
+        with _translated(self._url):
+            for stream in self.streams:
+                try:
+                    reply: Any = self._client.xautoclaim(
+                        stream,
+                        self.group,
+                        self.consumer,
+                        min_idle_time=min_idle_ms,
+                        start_id="0-0",
+                        count=count,
+                    )
+                except ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        continue
+                    raise
+                raw = reply[1]
+                deleted = reply[2] if len(reply) > 2 else []
+                if deleted:
+                    # Trimmed while pending: nothing to process, stop tracking them.
+                    self._client.xack(stream, self.group, *deleted)
+                claimed.extend(_entries(stream, raw, 2))
+        return self._with_delivery_counts(claimed) if claimed else claimed
+
+    def ack(self, keys: Sequence[EntryKey]) -> None:
+        """XACK ``keys`` (after their effects are committed)."""
+        if not keys:
+            return
+        by_stream: dict[str, list[str]] = {}
+        for key in keys:
+            by_stream.setdefault(key.stream, []).append(key.entry_id)
+        with _translated(self._url):
+            pipe = self._client.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+            pipe.execute()
+
+    def dead_letter_and_ack(
+        self, dead: Sequence[tuple[RawEntry, str]], ack: Sequence[EntryKey]
+    ) -> None:
+        """Atomically copy ``dead`` entries to the dead-letter stream and XACK them and ``ack``."""
+        if not dead:
+            self.ack(ack)
+            return
+        with _translated(self._url):
+            pipe = self._client.pipeline(transaction=True)
+            for entry, reason in dead:
+                fields: dict[Any, Any] = dead_letter_fields(entry, reason)
+                pipe.xadd(self.dlq_stream, fields)
+            by_stream: dict[str, list[str]] = {}
+            for key in [*(e.key for e, _ in dead), *ack]:
+                by_stream.setdefault(key.stream, []).append(key.entry_id)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+            pipe.execute()
+
+    def pending_count(self) -> int:
+        """Entries delivered to this group and not yet acknowledged, over all streams."""
+        total = 0
+        with _translated(self._url):
+            for stream in self.streams:
+                try:
+                    total += int(self._client.xpending(stream, self.group)["pending"])
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+        return total
+
+    def lag(self) -> int | None:
+        """Entries not yet delivered to the group (Redis >= 7 ``XINFO GROUPS`` lag); else None."""
+        total = 0
+        with _translated(self._url):
+            for stream in self.streams:
+                try:
+                    groups = self._client.xinfo_groups(stream)
+                except ResponseError:
+                    continue
+                for group in groups:
+                    if _text(group.get("name")) == self.group:
+                        value = group.get("lag")
+                        if value is None:
+                            return None
+                        total += int(value)
+        return total
+
+    def ping(self) -> None:
+        with _translated(self._url):
+            self._client.ping()
+
+
+def dead_letter_fields(entry: RawEntry, reason: str) -> dict[str, str]:
+    """The dead-letter entry: where it came from, why, and every original field."""
+    fields = {
+        "source_stream": entry.key.stream,
+        "source_id": entry.key.entry_id,
+        "error": reason[:ERROR_FIELD_MAX],
+        "deliveries": str(entry.deliveries),
+    }
+    for name, value in entry.fields.items():
+        fields[f"orig.{name}" if name in DEAD_LETTER_META else name] = value
+    return fields

@@ -1,0 +1,325 @@
+"""The worker loop: read → validate → write in one transaction → acknowledge.
+
+Reads top to bottom (``run`` → ``_step`` → ``_process``):
+- At start it drains its own pending entries (what it had read before a crash), then reads new
+  ones; every ``claim_interval_s`` it takes over entries other consumers left idle too long.
+- A batch is collected up to ``batch_max_entries`` or ``batch_max_wait_ms``, validated (invalid
+  entries are dead-lettered with the reason), written in one transaction, then acknowledged
+  together with the dead letters (one MULTI/EXEC). Nothing is acknowledged before it commits.
+- When PostgreSQL refuses a batch's data, the batch is split in halves (in stream order) until
+  the one bad entry is isolated and dead-lettered; every good entry is still committed.
+- When PostgreSQL or Redis is unreachable it retries with capped exponential backoff and jitter,
+  logging each state change once, and carries on by itself when the server is back.
+- ``stop()`` only sets a flag: the batch in hand is finished (committed and acked) and ``run``
+  returns. If that cannot happen within ``shutdown_grace_s`` it gives up without acking (the
+  entries stay pending and are redelivered; their effects are idempotent).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from consumer import events
+from consumer.errors import (
+    DatabaseUnavailableError,
+    RedisUnavailableError,
+    RejectedByDatabaseError,
+)
+from consumer.logs import get_logger
+from consumer.records import EntryKey, ParsedEntry, RawEntry
+from consumer.settings import Settings
+from consumer.store import BatchResult, PostgresStore
+from consumer.stream import RedisStream
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_GRACE_EXPIRED = 75  # EX_TEMPFAIL: stopped with work uncommitted; it will be redelivered
+
+
+class ShutdownTimeoutError(Exception):
+    """The grace period ended while a batch could not be committed."""
+
+
+@dataclass
+class Totals:
+    """Counters over the worker's life (also what ``--until-idle`` prints at the end)."""
+
+    entries: int = 0
+    orders: int = 0
+    fills: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """One consumer in the group. Not thread-safe except for ``stop()``."""
+
+    def __init__(self, settings: Settings, store: PostgresStore, stream: RedisStream) -> None:
+        self.settings = settings
+        self.store = store
+        self.stream = stream
+        self.totals = Totals()
+        self._stop = threading.Event()
+        self._stop_deadline: float | None = None
+        self._draining_own_pending = True
+        self._next_claim = 0.0
+        self._outage: dict[str, bool] = {"postgres": False, "redis": False}
+        self._kinds = {
+            settings.orders_stream: "order",
+            settings.fills_stream: "fill",
+        }
+        if settings.marks_stream:
+            self._kinds[settings.marks_stream] = "mark"
+        self.log = get_logger(component="worker", consumer=settings.consumer_name)
+
+    # -- control --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand and return (safe from a signal handler)."""
+        if not self._stop.is_set():
+            self._stop_deadline = time.monotonic() + self.settings.shutdown_grace_s
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- loop -----------------------------------------------------------------------------------
+
+    def run(self, *, until_idle: bool = False) -> int:
+        """Consume until ``stop()`` (or, with ``until_idle``, until the streams are drained)."""
+        self._retry("redis", self.stream.ensure_groups)
+        self.log.info(
+            "worker_started",
+            streams=self.stream.streams,
+            group=self.settings.group,
+            batch_max_entries=self.settings.batch_max_entries,
+            batch_max_wait_ms=self.settings.batch_max_wait_ms,
+        )
+        try:
+            while not self.stopping:
+                had_work = self._step()
+                if until_idle and not had_work and self._drained():
+                    break
+        except ShutdownTimeoutError:
+            self.log.error("shutdown_grace_expired", grace_s=self.settings.shutdown_grace_s)
+            return EXIT_GRACE_EXPIRED
+        self.log.info(
+            "worker_stopped",
+            entries=self.totals.entries,
+            fills=self.totals.fills,
+            dead_lettered=self.totals.dead_lettered,
+            batches=self.totals.batches,
+        )
+        return EXIT_OK
+
+    def _drained(self) -> bool:
+        return not self._draining_own_pending and (
+            self._retry("redis", self.stream.pending_count) == 0
+        )
+
+    def _step(self) -> bool:
+        """Collect and process one batch; return whether there was anything to do."""
+        batch = self._claim_if_due()
+        if not batch:
+            batch = self._collect()
+        if not batch:
+            if self._draining_own_pending:
+                self._draining_own_pending = False
+                return True
+            return False
+        self._process(batch)
+        return True
+
+    def _claim_if_due(self) -> list[RawEntry]:
+        now = time.monotonic()
+        if now < self._next_claim:
+            return []
+        self._next_claim = now + self.settings.claim_interval_s
+        claimed = self._retry(
+            "redis",
+            lambda: self.stream.claim_stale(
+                min_idle_ms=int(self.settings.claim_idle_s * 1000),
+                count=self.settings.batch_max_entries,
+            ),
+        )
+        if claimed:
+            self.log.warning(
+                "entries_reclaimed", count=len(claimed), first_id=claimed[0].key.entry_id
+            )
+        return claimed
+
+    def _collect(self) -> list[RawEntry]:
+        """Read up to ``batch_max_entries`` within ``batch_max_wait_ms`` of the first entry."""
+        limit = self.settings.batch_max_entries
+        if self._draining_own_pending:
+            return self._retry(
+                "redis", lambda: self.stream.read(count=limit, block_ms=None, pending=True)
+            )
+        first = self._retry(
+            "redis",
+            lambda: self.stream.read(count=limit, block_ms=self.settings.block_ms, pending=False),
+        )
+        batch = list(first)
+        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        while batch and len(batch) < limit and not self.stopping:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            more = self._retry(
+                "redis",
+                lambda wait=remaining_ms: self.stream.read(  # type: ignore[misc]
+                    count=limit - len(batch), block_ms=wait, pending=False
+                ),
+            )
+            if not more:
+                break
+            batch.extend(more)
+        return batch
+
+    # -- one batch --------------------------------------------------------------------------------
+
+    def _process(self, batch: list[RawEntry]) -> None:
+        started = time.perf_counter()
+        # Stream id order; on a tie, orders before fills before marks (the configured order).
+        rank = {name: i for i, name in enumerate(self.stream.streams)}
+        batch.sort(key=lambda e: (e.key.sort_key, rank.get(e.key.stream, len(rank))))
+        dead: list[tuple[RawEntry, str]] = []
+        parsed: list[ParsedEntry] = []
+        for entry in batch:
+            reason = self._poison_reason(entry)
+            if reason is None:
+                try:
+                    parsed.append(ParsedEntry(entry, self._parse(entry)))
+                    continue
+                except events.InvalidEventError as exc:
+                    reason = exc.reason
+            dead.append((entry, reason))
+
+        isolated: list[tuple[ParsedEntry, str]] = []
+        results = self._write_or_split(parsed, isolated) if parsed else []
+        not_applied = [*isolated, *(r for result in results for r in result.rejected)]
+        dead.extend((item.raw, reason) for item, reason in not_applied)
+        skipped = {item.key for item, _ in not_applied}
+        committed: list[EntryKey] = [p.key for p in parsed if p.key not in skipped]
+
+        self._retry("redis", lambda: self.stream.dead_letter_and_ack(dead, committed))
+        for entry, reason in dead:
+            self.log.warning(
+                "entry_dead_lettered",
+                stream=entry.key.stream,
+                entry_id=entry.key.entry_id,
+                reason=reason,
+                deliveries=entry.deliveries,
+            )
+        self._account(batch, results, dead, started)
+
+    def _parse(self, entry: RawEntry) -> events.Event:
+        kind = self._kinds.get(entry.key.stream, "order")
+        return events.parse_entry(kind, entry.fields, entry.key.entry_id)  # type: ignore[arg-type]
+
+    def _poison_reason(self, entry: RawEntry) -> str | None:
+        if entry.deliveries > self.settings.max_deliveries:
+            return (
+                f"delivered {entry.deliveries} times without being committed "
+                f"(limit {self.settings.max_deliveries}); set aside as poison"
+            )
+        return None
+
+    def _write_or_split(
+        self, items: list[ParsedEntry], isolated: list[tuple[ParsedEntry, str]]
+    ) -> list[BatchResult]:
+        """Commit ``items``; on a data error split them (stream order kept) until each bad
+        entry is alone, and put it in ``isolated`` with PostgreSQL's reason."""
+        try:
+            return [self._retry("postgres", lambda: self.store.write_batch(items))]
+        except RejectedByDatabaseError as exc:
+            if len(items) == 1:
+                isolated.append((items[0], f"rejected by PostgreSQL: {exc}"))
+                return []
+            self.log.info("batch_split", entries=len(items), reason=str(exc))
+            middle = len(items) // 2
+            return self._write_or_split(items[:middle], isolated) + self._write_or_split(
+                items[middle:], isolated
+            )
+
+    def _account(
+        self,
+        batch: Sequence[RawEntry],
+        results: Sequence[BatchResult],
+        dead: Sequence[tuple[RawEntry, str]],
+        started: float,
+    ) -> None:
+        orders = sum(r.orders_written for r in results)
+        fills = sum(r.fills_inserted for r in results)
+        duplicates = sum(r.fills_duplicate for r in results)
+        self.totals.entries += len(batch)
+        self.totals.orders += orders
+        self.totals.fills += fills
+        self.totals.duplicates += duplicates
+        self.totals.dead_lettered += len(dead)
+        self.totals.batches += 1
+        self.log.info(
+            "batch_committed",
+            entries=len(batch),
+            orders=orders,
+            fills=fills,
+            duplicate_fills=duplicates,
+            dead_lettered=len(dead),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            first_id=batch[0].key.entry_id,
+            last_id=batch[-1].key.entry_id,
+        )
+
+    # -- outages --------------------------------------------------------------------------------
+
+    def _retry(self, server: str, call: Callable[[], T]) -> T:
+        """Run ``call`` until it succeeds, backing off while ``server`` is unreachable."""
+        delay_ms = float(self.settings.retry_initial_ms)
+        unavailable: tuple[type[Exception], ...] = (
+            (DatabaseUnavailableError,) if server == "postgres" else (RedisUnavailableError,)
+        )
+        while True:
+            try:
+                value = call()
+            except unavailable as exc:
+                if not self._outage[server]:
+                    self._outage[server] = True
+                    self.log.error(f"{server}_unavailable", error=str(exc))
+                if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                    raise ShutdownTimeoutError from exc
+                # Full jitter (AWS architecture blog): sleep uniformly in [0, delay].
+                pause = random.uniform(0, delay_ms) / 1000  # noqa: S311 - jitter, not crypto
+                self._sleep(pause)
+                delay_ms = min(delay_ms * 2, float(self.settings.retry_max_ms))
+                continue
+            if self._outage[server]:
+                self._outage[server] = False
+                self.log.warning(f"{server}_available")
+            return value
+
+    def _sleep(self, seconds: float) -> None:
+        # Wake early when stop() is called, but keep retrying until the grace period ends.
+        if self._stop_deadline is None:
+            self._stop.wait(seconds)
+        else:
+            time.sleep(min(seconds, max(0.0, self._stop_deadline - time.monotonic())))
+
+
+def describe_totals(totals: Totals) -> dict[str, Any]:
+    return {
+        "entries": totals.entries,
+        "orders": totals.orders,
+        "fills": totals.fills,
+        "duplicate_fills": totals.duplicates,
+        "dead_lettered": totals.dead_lettered,
+        "batches": totals.batches,
+    }

@@ -1,0 +1,1 @@
+"""Plain-SQL migrations and the reference schema, shipped as package data (see migrations.py)."""

@@ -1,0 +1,141 @@
+"""Bad input never stops the worker and never loses good entries around it.
+
+Malformed entries of every kind are dead-lettered with a clear reason and their original
+fields; nothing of theirs reaches the paper tables; the good entries around them are committed.
+A value that passes validation but that PostgreSQL rejects is isolated by splitting the batch.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from tests.support.pipeline import dead_letters, position, publish, rows, run_until_idle
+
+GOOD_FILL = {
+    "order_id": "o-good",
+    "symbol": "BTCUSDT",
+    "side": "BUY",
+    "quantity": "1",
+    "price": "100",
+}
+
+MALFORMED = {
+    "missing fill_id": (
+        {"order_id": "x", "symbol": "BTCUSDT", "side": "BUY", "quantity": "1", "price": "1"},
+        "fill_id",
+    ),
+    "missing quantity": (
+        {"fill_id": "m2", "order_id": "x", "symbol": "BTCUSDT", "side": "BUY", "price": "1"},
+        "quantity",
+    ),
+    "bad side": ({**GOOD_FILL, "fill_id": "m3", "side": "HOLD"}, "side"),
+    "negative quantity": ({**GOOD_FILL, "fill_id": "m4", "quantity": "-1"}, "quantity"),
+    "zero price": ({**GOOD_FILL, "fill_id": "m5", "price": "0"}, "price"),
+    "huge price": ({**GOOD_FILL, "fill_id": "m6", "price": "1e20"}, "price"),
+    "not a number": ({**GOOD_FILL, "fill_id": "m7", "quantity": "one"}, "quantity"),
+    "bad timestamp": ({**GOOD_FILL, "fill_id": "m8", "timestamp": "yesterday"}, "timestamp"),
+    "non-JSON data": ({"data": "{not json"}, "data"),
+    "sql injection symbol": (
+        {**GOOD_FILL, "fill_id": "m9", "symbol": "BTC'; DROP TABLE x;--"},
+        "symbol",
+    ),
+    "bad fee type": ({**GOOD_FILL, "fill_id": "m10", "fee_type": "FREE"}, "fee_type"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_fill_is_dead_lettered_and_neighbours_committed(
+    case, settings, redis_client, db_url
+):
+    fields, field_named = MALFORMED[case]
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "good-before"})
+    bad_id = publish(redis_client, settings.fills_stream, fields)
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "good-after"})
+
+    worker = run_until_idle(settings)
+
+    (letter,) = dead_letters(redis_client, settings.dlq_stream)
+    assert letter["source_stream"] == settings.fills_stream
+    assert letter["source_id"] == bad_id
+    assert field_named in letter["error"]
+    for name, value in fields.items():  # the original fields travel with the reason
+        assert letter.get(name, letter.get(f"orig.{name}")) == value
+    fill_ids = [r["fill_id"] for r in rows(db_url, "SELECT fill_id FROM paper_fills")]
+    assert sorted(fill_ids) == ["good-after", "good-before"]
+    assert position(db_url, "BTCUSDT") == (D(2), D(100), D(0))
+    assert worker.totals.dead_lettered == 1
+    # Nothing is left pending: the bad entry was acknowledged with its dead letter.
+    assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0
+
+
+def test_sql_injection_text_is_stored_verbatim_as_data(settings, redis_client, db_url):
+    evil = "x'); DROP TABLE paper_orders;--"
+    publish(
+        redis_client,
+        settings.orders_stream,
+        {
+            "order_id": evil,
+            "symbol": "BTCUSDT",
+            "side": "BUY",
+            "quantity": "1",
+            "rejection_reason": "'; DELETE FROM paper_fills; --",
+        },
+    )
+    run_until_idle(settings)
+    (order,) = rows(db_url, "SELECT order_id, rejection_reason FROM paper_orders")
+    assert order["order_id"] == evil
+    assert order["rejection_reason"] == "'; DELETE FROM paper_fills; --"
+
+
+def test_order_update_for_unknown_order_without_details_is_dead_lettered(
+    settings, redis_client, db_url
+):
+    publish(redis_client, settings.orders_stream, {"order_id": "ghost", "status": "FILLED"})
+    run_until_idle(settings)
+    (letter,) = dead_letters(redis_client, settings.dlq_stream)
+    assert "ghost" in letter["error"]
+    assert "symbol" in letter["error"]
+    assert rows(db_url, "SELECT * FROM paper_orders") == []
+
+
+def test_value_rejected_by_postgres_is_isolated_by_splitting(settings, redis_client, db_url):
+    """quantity × price overflows DECIMAL(18,8) in cost_basis_usdt: only PostgreSQL knows."""
+    for n in range(6):
+        publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": f"ok-{n}"})
+        if n == 3:
+            publish(
+                redis_client,
+                settings.fills_stream,
+                {
+                    "fill_id": "overflow",
+                    "order_id": "o-big",
+                    "symbol": "ETHUSDT",
+                    "side": "BUY",
+                    "quantity": "9999999999",
+                    "price": "9999999999",
+                },
+            )
+    worker = run_until_idle(settings)
+    (letter,) = dead_letters(redis_client, settings.dlq_stream)
+    assert letter["fill_id"] == "overflow"
+    assert "PostgreSQL" in letter["error"]
+    assert position(db_url, "BTCUSDT") == (D(6), D(100), D(0))
+    assert rows(db_url, "SELECT * FROM paper_fills WHERE fill_id = 'overflow'") == []
+    assert worker.totals.fills == 6
+
+
+def test_poison_entry_delivered_too_often_is_dead_lettered(settings, redis_client, db_url):
+    entry_id = publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "p-1"})
+    redis_client.xgroup_create(settings.fills_stream, settings.group, id="0", mkstream=True)
+    # Simulate a worker that crashed on this entry again and again.
+    for _ in range(settings.max_deliveries):
+        redis_client.xreadgroup(
+            settings.group, settings.consumer_name, {settings.fills_stream: "0" if _ else ">"}
+        )
+    run_until_idle(settings)
+    (letter,) = dead_letters(redis_client, settings.dlq_stream)
+    assert letter["source_id"] == entry_id
+    assert "delivered" in letter["error"]
+    assert rows(db_url, "SELECT * FROM paper_fills") == []

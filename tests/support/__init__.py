@@ -1,0 +1,1 @@
+"""Helpers shared by the integration and acceptance tests (publishing, running, reading)."""

@@ -30,13 +30,12 @@ def trade(
     client,
     settings: Settings,
     symbol: str,
-    side: str,
-    qty: str,
-    price: str,
-    fee: str = "0",
+    fill: tuple[str, ...],
+    *,
     ts: str = "2026-11-20T10:00:00Z",
 ) -> str:
-    """Publish one filled order and its fill; return the fill id."""
+    """Publish one filled order and its fill ``(side, qty, price[, fee])``; return the fill id."""
+    side, qty, price, fee = (*fill, "0") if len(fill) == 3 else fill
     n = next(_ids)
     order_id, fill_id = f"ord-{n}", f"fill-{n}"
     publish(
@@ -108,8 +107,7 @@ WORKED = {
 def test_worked_examples_end_to_end(example, settings, redis_client, db_url):
     fills, (q, p, r) = WORKED[example]
     for fill in fills:
-        side, qty, price, *fee = fill
-        trade(redis_client, settings, "BTCUSDT", side, qty, price, fee[0] if fee else "0")
+        trade(redis_client, settings, "BTCUSDT", fill)
     run_until_idle(settings)
     assert position(db_url, "BTCUSDT") == (D(q), D(p), D(r))
 
@@ -123,18 +121,18 @@ def test_worked_example_g_step_by_step_across_batches(settings, redis_client, db
         ("0", "59000", "1016.7"),
     ]
     for (side, qty, price, fee), want in zip(WORKED["G"][0], expected, strict=True):
-        trade(redis_client, settings, "ETHUSDT", side, qty, price, fee)
+        trade(redis_client, settings, "ETHUSDT", (side, qty, price, fee))
         run_until_idle(settings)
         assert position(db_url, "ETHUSDT") == tuple(D(v) for v in want)
 
 
 def test_redelivered_and_duplicated_fills_change_nothing(settings, redis_client, db_url):
-    fill_id = trade(redis_client, settings, "BTCUSDT", "BUY", "1", "100")
+    fill_id = trade(redis_client, settings, "BTCUSDT", ("BUY", "1", "100"))
     run_until_idle(settings)
     before = snapshot(db_url)
     # The same fill published again (a publisher retry), and the whole stream replayed to a
     # second consumer group against the same database.
-    ((entry_id, fields),) = redis_client.xrange(settings.fills_stream, count=1)
+    ((_, fields),) = redis_client.xrange(settings.fills_stream, count=1)
     assert fields["fill_id"] == fill_id
     publish(redis_client, settings.fills_stream, fields)
     run_until_idle(settings)
@@ -266,8 +264,10 @@ def test_json_data_field_and_bot_style_strings(settings, redis_client, db_url):
 
 
 def test_stats_equal_a_full_reaggregation(settings, redis_client, db_url):
-    trade(redis_client, settings, "BTCUSDT", "BUY", "1", "100", "0.1", "2026-11-19T23:59:00Z")
-    trade(redis_client, settings, "BTCUSDT", "SELL", "1", "110", "0.11", "2026-11-20T00:01:00Z")
+    trade(redis_client, settings, "BTCUSDT", ("BUY", "1", "100", "0.1"), ts="2026-11-19T23:59:00Z")
+    trade(
+        redis_client, settings, "BTCUSDT", ("SELL", "1", "110", "0.11"), ts="2026-11-20T00:01:00Z"
+    )
     publish(
         redis_client,
         settings.orders_stream,
@@ -298,7 +298,7 @@ def test_stats_equal_a_full_reaggregation(settings, redis_client, db_url):
 
 
 def test_marks_move_unrealized_pnl(settings, redis_client, db_url):
-    trade(redis_client, settings, "BTCUSDT", "SELL", "0.5", "60000", "30", "2026-11-20T10:00:00Z")
+    trade(redis_client, settings, "BTCUSDT", ("SELL", "0.5", "60000", "30"))
     publish(
         redis_client,
         settings.marks_stream,
@@ -322,7 +322,7 @@ def test_marks_move_unrealized_pnl(settings, redis_client, db_url):
 
 
 def test_progress_is_recorded_per_stream(settings, redis_client, db_url):
-    trade(redis_client, settings, "BTCUSDT", "BUY", "1", "100")
+    trade(redis_client, settings, "BTCUSDT", ("BUY", "1", "100"))
     last_fill = redis_client.xrevrange(settings.fills_stream, count=1)[0][0]
     run_until_idle(settings)
     offsets = {r["stream_name"]: r for r in rows(db_url, "SELECT * FROM paper_consumer_offsets")}

@@ -83,7 +83,6 @@ class RedisStream:
         self._start_id = start_id
         self._socket_timeout_s = socket_timeout_s
         self._client = client if client is not None else self._connect()
-        self._redis_major = 0
 
     def _connect(self) -> redis.Redis:
         return redis.Redis.from_url(
@@ -109,8 +108,6 @@ class RedisStream:
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
-            info = self._client.info("server")
-            self._redis_major = int(str(info.get("redis_version", "0")).split(".")[0])
 
     def read(self, *, count: int, block_ms: int | None, pending: bool) -> list[RawEntry]:
         """XREADGROUP from every stream: new entries, or (``pending``) our own unacked ones."""

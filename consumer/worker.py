@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from consumer import events
 from consumer.errors import (
@@ -33,7 +33,7 @@ from consumer.errors import (
 from consumer.logs import get_logger
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
-from consumer.store import BatchResult, PostgresStore
+from consumer.store import BatchResult
 from consumer.stream import RedisStream
 
 T = TypeVar("T")
@@ -59,10 +59,21 @@ class Totals:
     by_outcome: dict[str, int] = field(default_factory=dict)
 
 
+class Store(Protocol):
+    """What the worker needs from the database: ``PostgresStore``, or ``testing.MemoryStore``.
+
+    ``write_batch`` applies the entries in one transaction and raises
+    ``DatabaseUnavailableError`` (nothing applied, retry) or ``RejectedByDatabaseError``
+    (nothing applied, the data is bad).
+    """
+
+    def write_batch(self, items: Sequence[ParsedEntry]) -> BatchResult: ...
+
+
 class Worker:
     """One consumer in the group. Not thread-safe except for ``stop()``."""
 
-    def __init__(self, settings: Settings, store: PostgresStore, stream: RedisStream) -> None:
+    def __init__(self, settings: Settings, store: Store, stream: RedisStream) -> None:
         self.settings = settings
         self.store = store
         self.stream = stream

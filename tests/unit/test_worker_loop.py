@@ -1,0 +1,162 @@
+"""The worker loop in milliseconds: fakeredis for the streams, MemoryStore for the database.
+
+These check the loop's own logic (batching, dead letters, splitting, retries, shutdown); the
+same paths run against real Redis and PostgreSQL in tests/integration.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal as D
+
+import fakeredis
+import pytest
+from structlog.testing import capture_logs
+
+from consumer.settings import Settings
+from consumer.stream import RedisStream
+from consumer.testing import MemoryStore
+from consumer.worker import EXIT_GRACE_EXPIRED, EXIT_OK, Worker
+
+
+@pytest.fixture
+def redis_client():
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+@pytest.fixture
+def settings():
+    return Settings(
+        database_url="postgresql://unused/db",
+        redis_url="redis://unused",
+        consumer_name="unit",
+        batch_max_entries=10,
+        batch_max_wait_ms=5,
+        block_ms=10,
+        claim_interval_s=0.05,
+        claim_idle_s=0.05,
+        retry_initial_ms=1,
+        retry_max_ms=5,
+        shutdown_grace_s=0.3,
+    )
+
+
+def make_worker(settings, redis_client, store):
+    stream = RedisStream(
+        "redis://unused",
+        streams=settings.streams(),
+        group=settings.group,
+        consumer=settings.consumer_name,
+        dlq_stream=settings.dlq_stream,
+        client=redis_client,
+    )
+    return Worker(settings, store, stream)
+
+
+def fill(n: int, **extra) -> dict[str, str]:
+    return {"fill_id": f"f-{n}", "order_id": f"o-{n}", "symbol": "BTCUSDT", "side": "BUY",
+            "quantity": "1", "price": "100", **extra}  # fmt: skip
+
+
+def publish_fills(client, settings, count: int, **extra) -> None:
+    for n in range(count):
+        client.xadd(settings.fills_stream, fill(n, **extra))
+
+
+def test_batches_are_cut_by_size_and_everything_is_acked(settings, redis_client):
+    publish_fills(redis_client, settings, 25)
+    store = MemoryStore()
+    assert make_worker(settings, redis_client, store).run(until_idle=True) == EXIT_OK
+    assert store.batches == [10, 10, 5]
+    assert store.state.positions["BTCUSDT"].quantity == D(25)
+    assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0
+
+
+def test_invalid_entries_are_dead_lettered_with_reason_and_logged(settings, redis_client):
+    redis_client.xadd(settings.fills_stream, fill(1))
+    bad_id = redis_client.xadd(settings.fills_stream, fill(2, quantity="-3"))
+    store = MemoryStore()
+    with capture_logs() as logs:
+        make_worker(settings, redis_client, store).run(until_idle=True)
+    ((_, letter),) = redis_client.xrange(settings.dlq_stream)
+    assert letter["source_id"] == bad_id
+    assert "quantity" in letter["error"]
+    assert letter["quantity"] == "-3"
+    warning = next(e for e in logs if e["event"] == "entry_dead_lettered")
+    assert warning["entry_id"] == bad_id
+    assert warning["log_level"] == "warning"
+    assert set(store.state.fills) == {"f-1"}
+
+
+def test_a_rejected_entry_is_isolated_by_splitting(settings, redis_client):
+    publish_fills(redis_client, settings, 10)
+    store = MemoryStore(reject=lambda item: item.event.fill_id == "f-6")
+    worker = make_worker(settings, redis_client, store)
+    worker.run(until_idle=True)
+    ((_, letter),) = redis_client.xrange(settings.dlq_stream)
+    assert letter["fill_id"] == "f-6"
+    assert "rejected by PostgreSQL" in letter["error"]
+    assert len(store.state.fills) == 9
+    assert sum(store.batches) == 9
+    assert worker.totals.dead_lettered == 1
+
+
+def test_outage_is_retried_and_logged_once_per_state_change(settings, redis_client):
+    publish_fills(redis_client, settings, 3)
+    store = MemoryStore()
+    store.down = True
+    calls = {"n": 0}
+    original = store.write_batch
+
+    def flaky(items):
+        calls["n"] += 1
+        if calls["n"] >= 8:
+            store.down = False
+        return original(items)
+
+    store.write_batch = flaky
+    with capture_logs() as logs:
+        make_worker(settings, redis_client, store).run(until_idle=True)
+    events = [e["event"] for e in logs]
+    assert events.count("postgres_unavailable") == 1
+    assert events.count("postgres_available") == 1
+    assert len(store.state.fills) == 3
+
+
+def test_stop_during_an_outage_gives_up_after_grace_without_acking(settings, redis_client):
+    publish_fills(redis_client, settings, 3)
+    store = MemoryStore()
+    store.down = True
+    worker = make_worker(settings, redis_client, store)
+    threading.Timer(0.1, worker.stop).start()
+    assert worker.run() == EXIT_GRACE_EXPIRED
+    # Nothing was committed, so nothing was acknowledged: the entries will be redelivered.
+    assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 3
+
+
+def test_stop_finishes_the_batch_in_hand_and_returns_ok(settings, redis_client):
+    publish_fills(redis_client, settings, 5)
+    store = MemoryStore()
+    worker = make_worker(settings, redis_client, store)
+    original = store.write_batch
+
+    def stop_while_writing(items):
+        worker.stop()
+        return original(items)
+
+    store.write_batch = stop_while_writing
+    assert worker.run() == EXIT_OK
+    assert len(store.state.fills) == 5
+    assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0
+
+
+def test_restarted_worker_drains_its_own_pending_entries_first(settings, redis_client):
+    publish_fills(redis_client, settings, 4)
+    redis_client.xgroup_create(settings.fills_stream, settings.group, id="0", mkstream=True)
+    # A previous life of this consumer read two entries and died before committing.
+    redis_client.xreadgroup(settings.group, settings.consumer_name,
+                            {settings.fills_stream: ">"}, count=2)  # fmt: skip
+    store = MemoryStore()
+    make_worker(settings, redis_client, store).run(until_idle=True)
+    assert store.batches[0] == 2  # the pending ones, on their own, before anything new
+    assert len(store.state.fills) == 4

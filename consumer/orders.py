@@ -12,8 +12,8 @@ Rules (events.md):
   (``filled_quantity``, ``fees_usdt``) only grow, and ``filled_price`` follows the largest fill.
 - ``created_at`` is the earliest event time seen for the order.
 - A fill may arrive before its order: the store then creates a *placeholder* row from the fill
-  (symbol and side of the fill, marked in ``metadata``), which the order's first real event
-  replaces field by field.
+  (symbol and side of the fill, marked in ``metadata``); the order's first event that can create
+  a row starts it afresh, so the result is the same as if the order had come first.
 """
 
 from __future__ import annotations
@@ -106,25 +106,16 @@ def _new_order(event: OrderEvent) -> OrderState:
     )
 
 
-def _adopt_real_order(placeholder: OrderState, event: OrderEvent) -> OrderState:
-    """The first real event of an order replaces what a placeholder guessed from its fills."""
-    metadata = {k: v for k, v in placeholder.metadata.items() if k != PLACEHOLDER_KEY}
-    return replace(
-        placeholder,
-        symbol=event.symbol or placeholder.symbol,
-        side=event.side or placeholder.side,
-        quantity=event.quantity if event.quantity is not None else placeholder.quantity,
-        order_type=event.order_type or placeholder.order_type,
-        metadata=metadata,
-    )
+def _can_create(event: OrderEvent) -> bool:
+    return event.symbol is not None and event.side is not None and event.quantity is not None
 
 
 def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState:
     """Fold one order event into the stored row (``None`` when the order is new)."""
-    if state is None:
+    if state is None or (state.is_placeholder and _can_create(event)):
+        # A placeholder only stood in for the order: its first real event starts the row
+        # afresh, exactly as if the fill had come after it (so batch boundaries don't matter).
         state = _new_order(event)
-    elif state.is_placeholder and event.quantity is not None:
-        state = _adopt_real_order(state, event)
 
     status = _next_status(state.status, event.status)
     filled_quantity = state.filled_quantity

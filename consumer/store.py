@@ -494,24 +494,17 @@ def _write_orders_and_fills(
     stat_dates: set[date],
 ) -> dict[int, Side]:
     """Steps 1 and 2. Returns the side of each fill inserted now, keyed by ``id()`` of its item."""
-    orders_in = [(i, i.event) for i in items if isinstance(i.event, OrderEvent)]
-    fills_in = [(i, i.event) for i in items if isinstance(i.event, FillEvent)]
-
-    order_ids = sorted({e.order_id for _, e in orders_in} | {e.order_id for _, e in fills_in})
+    order_ids = sorted(
+        {i.event.order_id for i in items if isinstance(i.event, OrderEvent | FillEvent)}
+    )
     stored = {
         row["order_id"]: _order_from_row(row)
         for row in conn.execute(SELECT_ORDERS_FOR_UPDATE, {"ids": order_ids}).fetchall()
     }
-    # A placeholder's created_at can move to an earlier date: the old date is touched too.
+    # A placeholder's created_at can move to another date: the old date is touched too.
     stat_dates.update(_utc_date(order.created_at) for order in stored.values())
     current: dict[str, OrderState] = dict(stored)
-    for item, event in orders_in:
-        try:
-            current[event.order_id] = apply_order_event(current.get(event.order_id), event)
-        except OrderEventRejectedError as exc:
-            result.rejected.append((item, str(exc)))
-
-    fills, placeholder_ids = _resolve_fills(fills_in, current, result)
+    fills, placeholder_ids = _fold_in_stream_order(items, current, result)
 
     changed = sorted(
         (o for oid, o in current.items() if stored.get(oid) != o), key=lambda o: o.order_id
@@ -535,37 +528,48 @@ def _write_orders_and_fills(
     return {id(item): side for item, fill, side in fills if fill.fill_id in inserted}
 
 
-def _resolve_fills(
-    fills_in: Sequence[tuple[ParsedEntry, FillEvent]],
+def _fold_in_stream_order(
+    items: Sequence[ParsedEntry],
     current: dict[str, OrderState],
     result: BatchResult,
 ) -> tuple[list[tuple[ParsedEntry, FillEvent, Side]], set[str]]:
-    """De-duplicate fills inside the batch (first wins), find each one's side, and add a
-    placeholder order for a fill whose order is unknown (mutates ``current``)."""
+    """Fold order events into ``current`` and resolve fills, one entry at a time in stream
+    order, so every decision sees exactly what a batch ending just before it would have stored
+    (the result does not depend on batch boundaries). Fills are de-duplicated inside the batch
+    (first wins); a fill whose order is unknown gets a placeholder order."""
     seen: set[str] = set()
     fills: list[tuple[ParsedEntry, FillEvent, Side]] = []
     placeholder_ids: set[str] = set()
-    for item, fill in fills_in:
-        if fill.fill_id in seen:
+    for item in items:
+        event = item.event
+        if isinstance(event, OrderEvent):
+            try:
+                current[event.order_id] = apply_order_event(current.get(event.order_id), event)
+            except OrderEventRejectedError as exc:
+                result.rejected.append((item, str(exc)))
+            continue
+        if not isinstance(event, FillEvent):
+            continue
+        if event.fill_id in seen:
             result.fills_duplicate += 1
             continue
-        order = current.get(fill.order_id)
-        side = fill.side or (order.side if order is not None else None)
+        order = current.get(event.order_id)
+        side = event.side or (order.side if order is not None else None)
         if side is None:
             result.rejected.append(
                 (
                     item,
-                    f"fill {fill.fill_id!r} has no side and its order {fill.order_id!r} is "
+                    f"fill {event.fill_id!r} has no side and its order {event.order_id!r} is "
                     "unknown, so the position it moves cannot be determined",
                 )
             )
             continue
-        seen.add(fill.fill_id)
+        seen.add(event.fill_id)
         if order is None:
-            current[fill.order_id] = placeholder_from_fill(fill, side)
-        if current[fill.order_id].is_placeholder:
-            placeholder_ids.add(fill.order_id)
-        fills.append((item, fill, side))
+            current[event.order_id] = placeholder_from_fill(event, side)
+        if current[event.order_id].is_placeholder:
+            placeholder_ids.add(event.order_id)
+        fills.append((item, event, side))
     return fills, placeholder_ids
 
 

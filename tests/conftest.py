@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -104,6 +104,22 @@ def db_url(pg_server_url: str, migrated_template: str) -> Iterator[str]:
     _create_database(pg_server_url, name, template=migrated_template)
     yield _url_for(pg_server_url, name)
     _drop_database(pg_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server_url: str, migrated_template: str) -> Iterator[Callable[[], str]]:
+    """A factory of fresh migrated databases (for hypothesis tests: one per example)."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"paper_h_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+        _create_database(pg_server_url, name, template=migrated_template)
+        created.append(name)
+        return _url_for(pg_server_url, name)
+
+    yield make
+    for name in created:
+        _drop_database(pg_server_url, name)
 
 
 @pytest.fixture

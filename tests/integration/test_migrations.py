@@ -44,7 +44,7 @@ def test_status_lists_applied_and_pending(empty_db_url):
     current = migrations.status(empty_db_url)
     assert [a.version for a in current.applied] == [1]
     assert [m.version for m in current.pending] == [2, 3]
-    with pytest.raises(SchemaNotReadyError, match="002_core_tables.sql"):
+    with pytest.raises(SchemaNotReadyError, match=r"002_core_tables\.sql"):
         migrations.verify(empty_db_url)
 
 
@@ -75,7 +75,7 @@ def test_an_edited_applied_migration_is_refused_naming_the_file(empty_db_url, mo
     ]
     monkeypatch.setattr(migrations, "load_migrations", lambda: edited)
     for command in (migrations.upgrade, migrations.status, migrations.verify):
-        with pytest.raises(MigrationChangedError, match="002_core_tables.sql"):
+        with pytest.raises(MigrationChangedError, match=r"002_core_tables\.sql"):
             command(empty_db_url)
 
 
@@ -87,7 +87,7 @@ def test_a_failing_migration_is_rolled_back_and_named(empty_db_url, monkeypatch)
         for m in migrations.load_migrations()
     ]
     monkeypatch.setattr(migrations, "load_migrations", lambda: broken)
-    with pytest.raises(MigrationError, match="003_paper_trading_schema.sql.*division by zero"):
+    with pytest.raises(MigrationError, match=r"003_paper_trading_schema\.sql.*division by zero"):
         migrations.upgrade(empty_db_url)
     assert [v for v, _ in _ledger(empty_db_url)] == [1, 2]
     assert "paper_orders" not in _public_objects(empty_db_url)
@@ -100,7 +100,7 @@ def test_concurrent_upgrades_apply_each_migration_once(empty_db_url):
     def run() -> None:
         try:
             results.append([m.version for m in migrations.upgrade(empty_db_url)])
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(4)]

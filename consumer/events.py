@@ -164,6 +164,8 @@ def _number(value: Any) -> Decimal:
     """A finite Decimal from a JSON number, an int or a numeric string; never through float."""
     if isinstance(value, bool):
         raise _Bad(f"must be a number, not a boolean (got {_shown(value)})")
+    if isinstance(value, float):  # only from code: JSON numbers are parsed as Decimal
+        raise _Bad(f"must be a Decimal, int or numeric string, not a float (got {_shown(value)})")
     if isinstance(value, str) and value.strip().lstrip("+-").lower() in _NON_FINITE:
         raise _Bad(f"must be a finite number (got {_shown(value)})")
     number: Decimal | None = None
@@ -183,10 +185,10 @@ def _number(value: Any) -> Decimal:
     return number
 
 
-Sign = Literal["positive", "non-negative", "any"]
+_Sign = Literal["positive", "non-negative", "any"]
 
 
-def _amount_rule(places: int, digits: int, sign: Sign) -> Callable[[Any], Decimal | None]:
+def _amount_rule(places: int, digits: int, sign: _Sign) -> Callable[[Any], Decimal | None]:
     """A rule for a DECIMAL(digits + places, places) column and the given sign."""
     step = Decimal(1).scaleb(-places)
     column = f"DECIMAL({digits + places},{places})"
@@ -376,9 +378,12 @@ def _json_value(value: Any) -> Any:
         return {_clean(str(key)): _json_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_json_value(item) for item in value]
-    if isinstance(value, Decimal | float) and not math.isfinite(value):
-        raise _Bad(f"must not contain NaN or Infinity (got {_shown(value)})")
-    if value is None or isinstance(value, bool | int | float | Decimal):
+    if isinstance(value, Decimal | float):
+        # JSON has no NaN or Infinity (math.isfinite would also call Decimal("1E+999") infinite).
+        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+            raise _Bad(f"must not contain NaN or Infinity (got {_shown(value)})")
+        return value
+    if value is None or isinstance(value, bool | int):
         return value
     raise _Bad(f"must contain only JSON values (got a {type(value).__name__})")
 

@@ -339,6 +339,21 @@ def test_metadata_inside_data_may_be_an_object_and_keeps_exact_numbers():
     }
 
 
+def test_metadata_numbers_of_any_size_stay_exact():
+    data = '{"order_id": "o", "big": 1e999, "long": %s}' % ("7" * 5000)
+    assert parse("order", {"data": data}).metadata == {
+        "big": Decimal("1e999"),
+        "long": Decimal("7" * 5000),
+    }
+
+
+def test_direct_metadata_must_be_json():
+    with pytest.raises(ValueError, match="must not contain NaN or Infinity"):
+        OrderEvent(order_id="o", timestamp=ENTRY_TIME, metadata={"x": float("nan")})
+    with pytest.raises(ValueError, match="must contain only JSON values"):
+        OrderEvent(order_id="o", timestamp=ENTRY_TIME, metadata={"x": ENTRY_TIME})
+
+
 def test_marks_ignore_unknown_keys():
     assert parse("mark", {**MARK, "bid": "99", "volume": "5"}) == MarkEvent(
         symbol="BTCUSDT", price=Decimal(100), timestamp=ENTRY_TIME
@@ -394,7 +409,7 @@ def test_direct_construction_follows_the_same_rules():
     assert event.timestamp == ENTRY_TIME
     with pytest.raises(ValueError, match="quantitiy"):
         OrderEvent(order_id="o", quantitiy="1", timestamp=ENTRY_TIME)  # a typo is not metadata
-    with pytest.raises(ValueError, match="float"):
+    with pytest.raises(ValueError, match="not a float"):
         OrderEvent(order_id="o", quantity=0.1, timestamp=ENTRY_TIME)  # never through float
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``paper-consumer run | migrate …`` (also ``python -m consumer``).
+"""Command line: ``paper-consumer run | migrate | publish | demo …`` (also ``python -m consumer``).
 
 Each command is a small function taking the parsed arguments. Flags override environment
 variables (see ``settings.py``); ``--help`` never shows a secret, because secrets are only read
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -90,7 +93,81 @@ def _build_parser() -> argparse.ArgumentParser:
     actions.add_parser("status", help="list applied and pending migrations")
     actions.add_parser("verify", help="check every expected object exists")
     migrate.set_defaults(handler=_cmd_migrate)
+    _add_publish_and_demo(commands)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 (got {text})")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative (got {text})")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
+    return value
+
+
+def _symbols(text: str) -> list[str]:
+    symbols = [part.strip().upper() for part in text.split(",") if part.strip()]
+    bad = [symbol for symbol in symbols if not re.fullmatch(r"[A-Z0-9]{2,20}", symbol)]
+    if bad or not symbols:
+        raise argparse.ArgumentTypeError(
+            f"give symbols matching ^[A-Z0-9]{{2,20}}$, e.g. BTCUSDT,ETHUSDT (got {text!r})"
+        )
+    return symbols
+
+
+def _add_publish_and_demo(commands: Any) -> None:
+    """``publish`` (the synthetic bot alone) and ``demo`` (everything, on embedded servers)."""
+    publish = commands.add_parser(
+        "publish", help="publish synthetic paper-trading events to the configured streams"
+    )
+    publish.add_argument("--events", type=_non_negative_int, default=1000, help="default 1000")
+    publish.add_argument(
+        "--rate", type=_positive_float, default=None, help="events per second (default: at once)"
+    )
+    demo = commands.add_parser(
+        "demo", help="embedded PostgreSQL + Redis, the worker and a synthetic bot, live summary"
+    )
+    demo.add_argument(
+        "--data-dir", type=Path, default=Path(".paper-consumer"), help="default ./.paper-consumer"
+    )
+    demo.add_argument(
+        "--events",
+        type=_non_negative_int,
+        default=None,
+        help="publish this many, wait until committed, report and exit (default: until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        help="events per second (default 50 without --events, else at once)",
+    )
+    for sub in (publish, demo):
+        sub.add_argument("--seed", type=int, default=None, help="default: a random one (printed)")
+        sub.add_argument(
+            "--symbols", type=_symbols, default=None, help="default BTCUSDT,ETHUSDT,SOLUSDT"
+        )
+        sub.add_argument(
+            "--malformed-ratio",
+            type=_ratio,
+            default=0.01,
+            help="share of deliberately invalid entries, for the dead-letter path (default 0.01)",
+        )
+    publish.set_defaults(handler=_cmd_publish)
+    demo.set_defaults(handler=_cmd_demo)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -181,6 +258,59 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         migrations.verify(dsn)
         _print_lines(["schema verified: every migration applied, every object present"])
     return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    if args.seed is not None:
+        return int(args.seed)
+    return random.SystemRandom().randrange(1_000_000)
+
+
+def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    import redis  # noqa: PLC0415 - keep `--help` fast
+
+    from consumer.publisher import DEFAULT_SYMBOLS, Publisher  # noqa: PLC0415
+
+    url = settings.redis_dsn()
+    seed = _seed(args)
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        publisher = Publisher(
+            client,
+            orders_stream=settings.orders_stream,
+            fills_stream=settings.fills_stream,
+            marks_stream=settings.marks_stream,
+            seed=seed,
+            symbols=args.symbols or DEFAULT_SYMBOLS,
+            malformed_ratio=args.malformed_ratio,
+        )
+        with _stop_on_signals(publisher.stop):
+            stats = publisher.publish(args.events, rate_per_s=args.rate)
+    except redis.RedisError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"paper-consumer: cannot publish to {redact_url(url)}: {detail}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        client.close()
+    print(f"published {stats.describe()} seed={seed} run={publisher.run_id} to {redact_url(url)}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.demo import Demo, DemoOptions  # noqa: PLC0415 - keep `--help` fast
+    from consumer.publisher import DEFAULT_SYMBOLS  # noqa: PLC0415
+
+    options = DemoOptions(
+        data_dir=args.data_dir,
+        events=args.events,
+        rate_per_s=args.rate,
+        seed=_seed(args),
+        symbols=args.symbols or DEFAULT_SYMBOLS,
+        malformed_ratio=args.malformed_ratio,
+    )
+    demo = Demo(options, settings, sys.stdout)
+    with _stop_on_signals(demo.stop):
+        return demo.run()
 
 
 def _print_lines(lines: Sequence[str]) -> None:

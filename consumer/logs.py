@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -26,10 +26,17 @@ def _drop_secrets(_: Any, __: str, event_dict: structlog.typing.EventDict) -> An
     return event_dict
 
 
-def configure(log_format: LogFormat = "auto", level: str = "info") -> None:
-    """Set up structlog for the process. Safe to call more than once."""
+def configure(
+    log_format: LogFormat = "auto", level: str = "info", *, stream: TextIO | None = None
+) -> None:
+    """Set up structlog for the process. Safe to call more than once.
+
+    Lines go to ``stream`` (default stderr); ``demo`` sends them to a file so they do not
+    clobber its live view. ``auto`` means JSON unless ``stream`` is a terminal.
+    """
+    out = stream if stream is not None else sys.stderr
     numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    use_json = log_format == "json" or (log_format == "auto" and not out.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
@@ -43,7 +50,7 @@ def configure(log_format: LogFormat = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 

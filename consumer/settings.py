@@ -10,6 +10,7 @@ inside a URL before it reaches a log line or an error message.
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -23,14 +24,28 @@ from consumer.errors import ConfigError
 LogFormat = Literal["auto", "json", "console"]
 
 
+_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to log)."""
+    """Return ``url`` with any password replaced by ``***`` (safe to log).
+
+    Handles URLs (``scheme://user:pw@host/…``, and ``?password=`` in the query) and libpq
+    key/value strings (``host=… password=…``).
+    """
+    if "://" not in url:
+        return _CONNINFO_PASSWORD.sub(r"\1***", url)
+    masked = _QUERY_PASSWORD.sub(r"\1***", url)
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(masked)
+        password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
+    if password is None:
+        return masked
     user = parts.username or ""
     host = parts.hostname or ""
     if parts.port is not None:

@@ -83,6 +83,8 @@ class Worker:
         self._draining_own_pending = True
         self._next_claim = 0.0
         self._outage: dict[str, bool] = {"postgres": False, "redis": False}
+        self._lag_checked_at = float("-inf")
+        self._last_lag: int | None = None
         self._kinds = {
             settings.orders_stream: "order",
             settings.fills_stream: "fill",
@@ -280,6 +282,7 @@ class Worker:
         self.totals.batches += 1
         self.log.info(
             "batch_committed",
+            lag=self._lag(),
             entries=len(batch),
             orders=orders,
             fills=fills,
@@ -289,6 +292,18 @@ class Worker:
             first_id=batch[0].key.entry_id,
             last_id=batch[-1].key.entry_id,
         )
+
+    def _lag(self) -> int | None:
+        """Entries not yet delivered to the group (XINFO GROUPS, Redis >= 7), read at most
+        once a second so the batch log line costs no extra round trips under load."""
+        now = time.monotonic()
+        if now >= self._lag_checked_at + 1.0:
+            self._lag_checked_at = now
+            try:
+                self._last_lag = self.stream.lag()
+            except RedisUnavailableError:
+                self._last_lag = None
+        return self._last_lag
 
     # -- outages --------------------------------------------------------------------------------
 

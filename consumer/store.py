@@ -244,6 +244,13 @@ FROM paper_consumer_offsets WHERE group_name = %(group)s ORDER BY stream_name
 
 PING = "SELECT 1"
 
+# Every worker connection holds this advisory lock in SHARED mode for its whole life; a replay
+# (which rewrites history) takes it EXCLUSIVELY, so it refuses to run while a live worker is
+# connected to the same database, and a worker starting during a replay waits for it to end.
+WORKER_PRESENCE_LOCK_KEY = 0x7061706572_776B  # "paper-wk"
+HOLD_WORKER_PRESENCE = "SELECT pg_advisory_lock_shared(%(key)s)"
+TRY_EXCLUSIVE_PRESENCE = "SELECT pg_try_advisory_lock(%(key)s) AS acquired"
+
 
 # --------------------------------------------------------------------------------------------
 # Results
@@ -409,6 +416,7 @@ class PostgresStore:
             open=False,
             kwargs={"connect_timeout": max(1, round(connect_timeout_s)), "autocommit": False},
             check=ConnectionPool.check_connection,
+            configure=_announce_worker,
             name="paper-consumer",
         )
 
@@ -423,9 +431,9 @@ class PostgresStore:
     def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         try:
             with self._pool.connection(timeout=self._timeout) as conn:
-                conn.row_factory = dict_row  # type: ignore[assignment]
+                conn.row_factory = dict_row
                 with conn.transaction():
-                    yield conn  # type: ignore[misc]
+                    yield conn
         except _DATA_ERRORS as exc:
             raise RejectedByDatabaseError(_describe(exc)) from exc
         except _TRANSIENT as exc:
@@ -447,6 +455,12 @@ class PostgresStore:
         with self._transaction() as conn:
             _write(conn, items, result, group=self._group, archive=self._archive)
         return result
+
+
+def _announce_worker(conn: psycopg.Connection[Any]) -> None:
+    """Pool ``configure`` hook: mark this connection as a live worker's (see the lock above)."""
+    conn.execute(HOLD_WORKER_PRESENCE, {"key": WORKER_PRESENCE_LOCK_KEY})
+    conn.commit()
 
 
 def _describe(exc: BaseException) -> str:

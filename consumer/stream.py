@@ -18,9 +18,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from consumer.errors import RedisUnavailableError
 from consumer.records import EntryKey, RawEntry
@@ -90,6 +92,9 @@ class RedisStream:
             socket_timeout=self._socket_timeout_s,
             socket_connect_timeout=5,
             health_check_interval=30,
+            # No transparent re-send: a re-sent XREADGROUP '>' would skip the entries that a
+            # lost reply delivered; the worker backs off and re-reads its own pending instead.
+            retry=Retry(NoBackoff(), 0),
         )
 
     @property
@@ -211,6 +216,24 @@ class RedisStream:
                 pipe.xack(stream, self.group, *ids)
             pipe.execute()
 
+    def pending_owners(self) -> dict[str, int]:
+        """Consumers holding unacknowledged entries of this group, over all streams."""
+        owners: dict[str, int] = {}
+        with _translated(self._url):
+            pipe = self._client.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xpending(stream, self.group)
+            replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                if "NOGROUP" not in str(reply):
+                    raise reply
+                continue
+            for row in reply.get("consumers") or []:
+                name = _text(row["name"])
+                owners[name] = owners.get(name, 0) + int(row["pending"])
+        return owners
+
     def pending_count(self) -> int:
         """Entries delivered to this group and not yet acknowledged, over all streams."""
         total = 0
@@ -244,6 +267,65 @@ class RedisStream:
         with _translated(self._url):
             self._client.ping()
 
+    # -- read-only inspection (``status`` and the metrics refresher; never creates anything) --
+
+    def group_state(self) -> list[dict[str, Any]]:
+        """Per stream: ``stream``, ``length``, ``last_id``, ``group`` (whether our group
+        exists), ``lag``, ``pending``, ``last_delivered_id`` and ``consumers`` (``name``,
+        ``pending``, ``idle_ms``), from XINFO STREAM/GROUPS/CONSUMERS.
+
+        ``lag`` is XINFO GROUPS' own (Redis >= 7). Where Redis cannot give it (Redis < 7, or 7
+        after deletions it cannot count past) it is 0 when the group has been delivered the
+        stream's last entry, else None (unknown, never guessed).
+        """
+        states: list[dict[str, Any]] = []
+        with _translated(self._url):
+            for stream in self.streams:
+                state: dict[str, Any] = {
+                    "stream": stream, "length": 0, "last_id": None, "group": False,
+                    "lag": None, "pending": 0, "last_delivered_id": None, "consumers": [],
+                }  # fmt: skip
+                states.append(state)
+                try:
+                    info: Any = self._client.xinfo_stream(stream)
+                    groups: Any = self._client.xinfo_groups(stream)
+                except ResponseError:  # no such stream yet
+                    continue
+                state["length"] = int(info["length"])
+                state["last_id"] = _text(info["last-generated-id"])
+                mine = [g for g in groups if _text(g.get("name")) == self.group]
+                if not mine:
+                    continue
+                group = mine[0]
+                state["group"] = True
+                state["pending"] = int(group["pending"])
+                state["last_delivered_id"] = _text(group["last-delivered-id"])
+                lag = group.get("lag")
+                if lag is not None:
+                    state["lag"] = int(lag)
+                elif state["last_delivered_id"] == state["last_id"] or state["length"] == 0:
+                    state["lag"] = 0
+                consumers: Any = self._client.xinfo_consumers(stream, self.group)
+                state["consumers"] = [
+                    {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": c["idle"]}
+                    for c in consumers
+                ]
+        return states
+
+    def dead_letters(self, newest: int = 3) -> tuple[int, list[dict[str, str]]]:
+        """The dead-letter stream's length and its ``newest`` entries (newest first), each
+        with ``id``, ``source_stream``, ``source_id``, ``error`` and ``deliveries``."""
+        with _translated(self._url):
+            length = int(self._client.xlen(self.dlq_stream))
+            raw: Any = self._client.xrevrange(self.dlq_stream, count=newest) if newest else []
+        letters = []
+        for entry_id, fields in raw:
+            values = {_text(k): _text(v) for k, v in fields.items()}
+            letters.append(
+                {"id": _text(entry_id), **{k: values.get(k, "") for k in DEAD_LETTER_META}}
+            )
+        return length, letters
+
 
 def dead_letter_fields(entry: RawEntry, reason: str) -> dict[str, str]:
     """The dead-letter entry: where it came from, why, and every original field."""
@@ -256,3 +338,47 @@ def dead_letter_fields(entry: RawEntry, reason: str) -> dict[str, str]:
     for name, value in entry.fields.items():
         fields[f"orig.{name}" if name in DEAD_LETTER_META else name] = value
     return fields
+
+
+# --------------------------------------------------------------------------------------------
+# Ranges without a consumer group (replay and export)
+# --------------------------------------------------------------------------------------------
+
+RANGE_PAGE_SIZE = 10_000
+"""Entries per XRANGE call: memory stays constant whatever the length of the range."""
+
+
+def connect(url: str, *, socket_timeout_s: float = 30.0) -> redis.Redis:
+    """A plain client for range reads (no group, nothing written)."""
+    return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=5)
+
+
+def read_range(
+    client: redis.Redis,
+    url: str,
+    stream: str,
+    *,
+    start: str = "-",
+    end: str = "+",
+    page_size: int = RANGE_PAGE_SIZE,
+) -> Iterator[RawEntry]:
+    """Every entry of ``stream`` between ``start`` and ``end`` (inclusive), in id order.
+
+    Pages of ``page_size`` with XRANGE; the next page starts just after the last id read (an
+    exclusive ``(`` range, Redis >= 6.2). Never touches a consumer group, so a live worker is
+    not disturbed. A missing stream yields nothing.
+    """
+    lower = start
+    while True:
+        with _translated(url):
+            page: Any = client.xrange(stream, min=lower, max=end, count=page_size)
+        entries = _entries(stream, page)
+        yield from entries
+        if len(page) < page_size:
+            return
+        lower = f"({entries[-1].key.entry_id}" if entries else f"({_text(page[-1][0])}"
+
+
+def stream_length(client: redis.Redis, url: str, stream: str) -> int:
+    with _translated(url):
+        return int(client.xlen(stream))

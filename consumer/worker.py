@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from consumer import events
@@ -31,6 +32,7 @@ from consumer.errors import (
     RejectedByDatabaseError,
 )
 from consumer.logs import get_logger
+from consumer.observer import Observer
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.store import BatchResult
@@ -69,12 +71,54 @@ class Store(Protocol):
 
     def write_batch(self, items: Sequence[ParsedEntry]) -> BatchResult: ...
 
+    def tick(self, now: datetime) -> int:
+        """Take the snapshots whose boundaries the wall clock crossed; return how many."""
+        ...
+
+
+# -- shared with replay (consumer/replay.py): how a batch is ordered and parsed -----------------
+
+
+def stream_kinds(settings: Settings) -> dict[str, events.EventKind]:
+    """Which event kind each configured stream carries."""
+    kinds: dict[str, events.EventKind] = {
+        settings.orders_stream: "order",
+        settings.fills_stream: "fill",
+    }
+    if settings.marks_stream:
+        kinds[settings.marks_stream] = "mark"
+    return kinds
+
+
+def entry_order(streams: Sequence[str]) -> Callable[[RawEntry], tuple[int, int, int]]:
+    """Sort key: stream id; on a tie, the configured stream order (orders < fills < marks)."""
+    rank = {name: i for i, name in enumerate(streams)}
+
+    def key(entry: RawEntry) -> tuple[int, int, int]:
+        ms, seq = entry.key.sort_key
+        return ms, seq, rank.get(entry.key.stream, len(rank))
+
+    return key
+
+
+def parse_raw(kinds: dict[str, events.EventKind], entry: RawEntry) -> events.Event:
+    """Validate ``entry`` as its stream's kind (``InvalidEventError`` when it is not valid)."""
+    kind = kinds.get(entry.key.stream, "order")
+    return events.parse_entry(kind, entry.fields, entry.key.entry_id)
+
 
 class Worker:
     """One consumer in the group. Not thread-safe except for ``stop()``."""
 
-    def __init__(self, settings: Settings, store: Store, stream: RedisStream) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        stream: RedisStream,
+        observer: Observer | None = None,
+    ) -> None:
         self.settings = settings
+        self.observer = observer if observer is not None else Observer()
         self.store = store
         self.stream = stream
         self.totals = Totals()
@@ -84,13 +128,9 @@ class Worker:
         self._next_claim = 0.0
         self._outage: dict[str, bool] = {"postgres": False, "redis": False}
         self._lag_checked_at = float("-inf")
+        self._next_tick = 0.0
         self._last_lag: int | None = None
-        self._kinds = {
-            settings.orders_stream: "order",
-            settings.fills_stream: "fill",
-        }
-        if settings.marks_stream:
-            self._kinds[settings.marks_stream] = "mark"
+        self._kinds = stream_kinds(settings)
         self.log = get_logger(component="worker", consumer=settings.consumer_name)
 
     # -- control --------------------------------------------------------------------------------
@@ -119,6 +159,7 @@ class Worker:
         )
         try:
             while not self.stopping:
+                self.observer.heartbeat()
                 had_work = self._step()
                 if until_idle and not had_work and self._drained():
                     break
@@ -142,15 +183,38 @@ class Worker:
     def _step(self) -> bool:
         """Collect and process one batch; return whether there was anything to do."""
         batch = self._claim_if_due()
+        if not batch and not self._draining_own_pending:
+            # Order gate: never read past entries that are pending but not in hand (a read
+            # whose reply was lost, or a dead consumer's batch): positions need stream order.
+            owners = self._retry("redis", self.stream.pending_owners)
+            if owners.get(self.stream.consumer):
+                self._draining_own_pending = True
+            elif owners:
+                self._next_claim = 0.0
+                batch = self._claim_if_due()
+                if not batch:
+                    self._stop.wait(min(self.settings.block_ms / 1000, 0.1))
+                    return True
         if not batch:
             batch = self._collect()
         if not batch:
             if self._draining_own_pending:
                 self._draining_own_pending = False
                 return True
+            self._tick_if_due()
             return False
         self._process(batch)
         return True
+
+    def _tick_if_due(self) -> None:
+        """Idle: let the wall clock take the hourly/daily snapshots event time has not."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + 1.0
+        written = self._retry("postgres", lambda: self.store.tick(datetime.now(UTC)))
+        if written:
+            self.log.info("snapshots_taken", count=written, source="wall_clock")
 
     def _claim_if_due(self) -> list[RawEntry]:
         now = time.monotonic()
@@ -177,34 +241,39 @@ class Worker:
             return self._retry(
                 "redis", lambda: self.stream.read(count=limit, block_ms=None, pending=True)
             )
-        first = self._retry(
-            "redis",
-            lambda: self.stream.read(count=limit, block_ms=self.settings.block_ms, pending=False),
-        )
+        first = self._read_new(limit, self.settings.block_ms)
         batch = list(first)
         deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
         while batch and len(batch) < limit and not self.stopping:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
-            more = self._retry(
-                "redis",
-                lambda wait=remaining_ms: self.stream.read(  # type: ignore[misc]
-                    count=limit - len(batch), block_ms=wait, pending=False
-                ),
-            )
+            more = self._read_new(limit - len(batch), remaining_ms)
             if not more:
                 break
             batch.extend(more)
         return batch
+
+    def _read_new(self, count: int, block_ms: int) -> list[RawEntry]:
+        """XREADGROUP ``>`` exactly once. When it fails, Redis may still have delivered entries
+        whose reply was lost: reading ``>`` again would skip past them and break stream order,
+        so the next step re-reads this consumer's own pending entries from ``0`` instead."""
+        try:
+            return self._attempt(
+                "redis",
+                lambda: self.stream.read(count=count, block_ms=block_ms, pending=False),
+                float(self.settings.retry_initial_ms),
+            )
+        except RedisUnavailableError:
+            self._draining_own_pending = True
+            return []
 
     # -- one batch --------------------------------------------------------------------------------
 
     def _process(self, batch: list[RawEntry]) -> None:
         started = time.perf_counter()
         # Stream id order; on a tie, orders before fills before marks (the configured order).
-        rank = {name: i for i, name in enumerate(self.stream.streams)}
-        batch.sort(key=lambda e: (e.key.sort_key, rank.get(e.key.stream, len(rank))))
+        batch.sort(key=entry_order(self.stream.streams))
         dead: list[tuple[RawEntry, str]] = []
         parsed: list[ParsedEntry] = []
         for entry in batch:
@@ -234,10 +303,10 @@ class Worker:
                 deliveries=entry.deliveries,
             )
         self._account(batch, results, dead, started)
+        self.observer.batch_committed(batch, parsed, dead, results, time.perf_counter() - started)
 
     def _parse(self, entry: RawEntry) -> events.Event:
-        kind = self._kinds.get(entry.key.stream, "order")
-        return events.parse_entry(kind, entry.fields, entry.key.entry_id)  # type: ignore[arg-type]
+        return parse_raw(self._kinds, entry)
 
     def _poison_reason(self, entry: RawEntry) -> str | None:
         if entry.deliveries > self.settings.max_deliveries:
@@ -310,27 +379,35 @@ class Worker:
     def _retry(self, server: str, call: Callable[[], T]) -> T:
         """Run ``call`` until it succeeds, backing off while ``server`` is unreachable."""
         delay_ms = float(self.settings.retry_initial_ms)
-        unavailable: tuple[type[Exception], ...] = (
-            (DatabaseUnavailableError,) if server == "postgres" else (RedisUnavailableError,)
-        )
         while True:
             try:
-                value = call()
-            except unavailable as exc:
-                if not self._outage[server]:
-                    self._outage[server] = True
-                    self.log.error(f"{server}_unavailable", error=str(exc))
-                if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
-                    raise ShutdownTimeoutError from exc
-                # Full jitter (AWS architecture blog): sleep uniformly in [0, delay].
-                pause = random.uniform(0, delay_ms) / 1000  # noqa: S311 - jitter, not crypto
-                self._sleep(pause)
+                return self._attempt(server, call, delay_ms)
+            except (DatabaseUnavailableError, RedisUnavailableError):
                 delay_ms = min(delay_ms * 2, float(self.settings.retry_max_ms))
-                continue
-            if self._outage[server]:
-                self._outage[server] = False
-                self.log.warning(f"{server}_available")
-            return value
+
+    def _attempt(self, server: str, call: Callable[[], T], delay_ms: float) -> T:
+        """Run ``call`` once. If ``server`` is unreachable: log the state change (once), sleep
+        a full-jitter pause of up to ``delay_ms`` and re-raise; give up after the grace period
+        once stopping."""
+        unavailable = DatabaseUnavailableError if server == "postgres" else RedisUnavailableError
+        try:
+            value = call()
+        except unavailable as exc:
+            if not self._outage[server]:
+                self._outage[server] = True
+                self.log.error(f"{server}_unavailable", error=str(exc))
+                self.observer.server_state(server, available=False)
+            self.observer.retry(server)
+            if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                raise ShutdownTimeoutError from exc
+            # Full jitter (AWS architecture blog): sleep uniformly in [0, delay].
+            self._sleep(random.uniform(0, delay_ms) / 1000)  # noqa: S311 - jitter, not crypto
+            raise
+        if self._outage[server]:
+            self._outage[server] = False
+            self.log.warning(f"{server}_available")
+            self.observer.server_state(server, available=True)
+        return value
 
     def _sleep(self, seconds: float) -> None:
         # Wake early when stop() is called, but keep retrying until the grace period ends.

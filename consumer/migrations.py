@@ -46,6 +46,9 @@ EXPECTED_TABLES = (
     "paper_positions",
     "paper_pnl_snapshots",
     "paper_trading_stats",
+    "paper_round_trips",
+    "paper_fill_pnl",
+    "paper_pnl_clock",
 )
 EXPECTED_VIEWS = ("v_paper_recent_orders", "v_paper_active_positions", "v_paper_daily_summary")
 EXPECTED_FUNCTIONS = ("get_paper_total_pnl", "get_paper_fill_rate")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import socket
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -114,6 +115,16 @@ class Settings(BaseSettings):
     retry_initial_ms: int = Field(default=100, ge=1)
     retry_max_ms: int = Field(default=10_000, ge=1)
     shutdown_grace_s: float = Field(default=30.0, gt=0)
+
+    # --- Metrics and health (HTTP: /metrics, /healthz, /readyz) ------------------------------
+    metrics_port: int = Field(default=9108, ge=0, le=65535)  # 0 disables the endpoint
+    # All interfaces: in a container the scraper and the health probe come from outside.
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - see above; set 127.0.0.1 on a shared host
+    metrics_refresh_s: float = Field(default=5.0, gt=0)  # lag/pending/readiness probe period
+    health_stale_s: float = Field(default=60.0, gt=0)  # /healthz fails when the loop stalls
+
+    # --- P&L ------------------------------------------------------------------------------
+    start_balance_usdt: Decimal | None = Field(default=None, ge=0)
 
     # --- Logs -------------------------------------------------------------------------------
     log_format: LogFormat = "auto"

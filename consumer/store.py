@@ -22,6 +22,7 @@ this is the one place query SQL lives. Driver errors leave this module as
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,8 +35,13 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from consumer import accounting
-from consumer.errors import DatabaseUnavailableError, RejectedByDatabaseError
+from consumer import accounting, snapshots
+from consumer.errors import (
+    DatabaseUnavailableError,
+    RejectedByDatabaseError,
+    ReplayRefusedError,
+    SchemaNotReadyError,
+)
 from consumer.events import FillEvent, MarkEvent, OrderEvent, OrderStatus, OrderType, Side
 from consumer.orders import (
     PLACEHOLDER_KEY,
@@ -44,7 +50,7 @@ from consumer.orders import (
     apply_order_event,
     placeholder_from_fill,
 )
-from consumer.records import EntryKey, ParsedEntry
+from consumer.records import EntryKey, ParsedEntry, RawEntry
 
 # --------------------------------------------------------------------------------------------
 # SQL (named constants; nothing else in the package writes query SQL)
@@ -154,12 +160,10 @@ ON CONFLICT (symbol) DO UPDATE SET
     closed_at = EXCLUDED.closed_at, metadata = EXCLUDED.metadata, updated_at = now()
 """
 
-# Serialise writers per UTC date before aggregating: under READ COMMITTED the next statement
-# then sees every row committed by a writer that held the lock before us.
-LOCK_STAT_DATES = """
-SELECT pg_advisory_xact_lock(hashtextextended('paper_trading_stats:' || d::text, 0))
-FROM unnest(%(dates)s::date[]) AS d ORDER BY d
-"""
+# Serialise the statistics step of concurrent writers: under READ COMMITTED the statements after
+# the lock see every row committed by a writer that held it before us (cumulative P&L spans
+# every date, so one lock for the table, held only for the last two statements of a batch).
+LOCK_STATS = "SELECT pg_advisory_xact_lock(hashtextextended('paper_trading_stats', 0))"
 
 # One definition of the daily statistics, applied to the touched dates. filled_orders counts
 # FILLED, PARTIAL and PARTIALLY_FILLED so that the generated fill_rate equals
@@ -180,6 +184,12 @@ o AS (
     FROM paper_orders o, bounds
     WHERE o.created_at >= bounds.lo AND o.created_at < bounds.hi
     GROUP BY 1),
+p AS (
+    SELECT (p.filled_at AT TIME ZONE 'UTC')::date AS stat_date,
+           sum(p.realized_pnl_usdt) AS daily_pnl_usdt
+    FROM paper_fill_pnl p, bounds
+    WHERE p.filled_at >= bounds.lo AND p.filled_at < bounds.hi
+    GROUP BY 1),
 f AS (
     SELECT (f.filled_at AT TIME ZONE 'UTC')::date AS stat_date,
            sum(f.quantity * f.price) AS total_volume_usdt,
@@ -196,19 +206,100 @@ f AS (
 INSERT INTO paper_trading_stats AS s (
     stat_date, total_orders, filled_orders, partial_fills, rejected_orders, cancelled_orders,
     avg_slippage_pct, avg_fee_pct, avg_latency_ms, total_volume_usdt, total_fees_usdt,
-    updated_at)
+    daily_pnl_usdt, updated_at)
 SELECT d.stat_date, coalesce(o.total_orders, 0), coalesce(o.filled_orders, 0),
        coalesce(o.partial_fills, 0), coalesce(o.rejected_orders, 0),
        coalesce(o.cancelled_orders, 0), o.avg_slippage_pct, f.avg_fee_pct, f.avg_latency_ms,
-       coalesce(f.total_volume_usdt, 0), coalesce(f.total_fees_usdt, 0), now()
-FROM d LEFT JOIN o USING (stat_date) LEFT JOIN f USING (stat_date)
+       coalesce(f.total_volume_usdt, 0), coalesce(f.total_fees_usdt, 0),
+       coalesce(p.daily_pnl_usdt, 0), now()
+FROM d LEFT JOIN o USING (stat_date) LEFT JOIN f USING (stat_date) LEFT JOIN p USING (stat_date)
 ON CONFLICT (stat_date) DO UPDATE SET
     total_orders = EXCLUDED.total_orders, filled_orders = EXCLUDED.filled_orders,
     partial_fills = EXCLUDED.partial_fills, rejected_orders = EXCLUDED.rejected_orders,
     cancelled_orders = EXCLUDED.cancelled_orders, avg_slippage_pct = EXCLUDED.avg_slippage_pct,
     avg_fee_pct = EXCLUDED.avg_fee_pct, avg_latency_ms = EXCLUDED.avg_latency_ms,
     total_volume_usdt = EXCLUDED.total_volume_usdt, total_fees_usdt = EXCLUDED.total_fees_usdt,
-    updated_at = now()
+    daily_pnl_usdt = EXCLUDED.daily_pnl_usdt, updated_at = now()
+"""
+
+# Cumulative P&L of every date from the earliest touched one on (a late fill moves them all).
+REFRESH_CUMULATIVE_PNL = """
+UPDATE paper_trading_stats AS s
+SET cumulative_pnl_usdt = c.cumulative, updated_at = now()
+FROM (SELECT stat_date, sum(daily_pnl_usdt) OVER (ORDER BY stat_date) AS cumulative
+      FROM paper_trading_stats) AS c
+WHERE s.stat_date = c.stat_date AND s.stat_date >= %(from)s
+  AND s.cumulative_pnl_usdt IS DISTINCT FROM c.cumulative
+"""
+
+INSERT_ROUND_TRIPS = """
+INSERT INTO paper_round_trips (closing_fill_id, symbol, direction, opened_at, closed_at, quantity,
+                               max_quantity, entry_avg_price, exit_avg_price, realized_pnl_usdt,
+                               fees_usdt, fills, close_reason)
+SELECT * FROM unnest(
+    %(fill_id)s::varchar[], %(symbol)s::varchar[], %(direction)s::varchar[],
+    %(opened_at)s::timestamptz[], %(closed_at)s::timestamptz[], %(quantity)s::numeric[],
+    %(max_quantity)s::numeric[], %(entry_avg_price)s::numeric[], %(exit_avg_price)s::numeric[],
+    %(realized)s::numeric[], %(fees)s::numeric[], %(fills)s::int[], %(reason)s::varchar[])
+ON CONFLICT (closing_fill_id) DO NOTHING
+"""
+
+INSERT_FILL_PNL = """
+INSERT INTO paper_fill_pnl (fill_id, symbol, filled_at, realized_pnl_usdt, position_quantity)
+SELECT * FROM unnest(%(fill_id)s::varchar[], %(symbol)s::varchar[],
+                     %(filled_at)s::timestamptz[], %(realized)s::numeric[],
+                     %(quantity)s::numeric[])
+ON CONFLICT (fill_id) DO NOTHING
+"""
+
+SELECT_CLOCK_FOR_UPDATE = "SELECT event_time FROM paper_pnl_clock WHERE clock_id = 1 FOR UPDATE"
+
+SET_CLOCK = """
+INSERT INTO paper_pnl_clock (clock_id, event_time, updated_at) VALUES (1, %(time)s, now())
+ON CONFLICT (clock_id) DO UPDATE SET event_time = EXCLUDED.event_time, updated_at = now()
+"""
+
+# A snapshot is derived from the positions, the round trips and the fills as they stand — never
+# added up from earlier snapshots (lessons.md #7). Idempotent through UNIQUE(time, type).
+INSERT_SNAPSHOT = """
+WITH pos AS (
+    SELECT coalesce(sum(realized_pnl_usdt), 0) AS realized,
+           coalesce(sum(unrealized_pnl_usdt), 0) AS unrealized
+    FROM paper_positions),
+trips AS (
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE realized_pnl_usdt > 0) AS winning,
+           count(*) FILTER (WHERE realized_pnl_usdt < 0) AS losing
+    FROM paper_round_trips),
+volume AS (
+    SELECT coalesce(sum(quantity * price), 0) AS volume, coalesce(sum(fees_usdt), 0) AS fees
+    FROM paper_fills),
+per_symbol AS (
+    SELECT p.symbol, jsonb_build_object(
+               'pnl', p.realized_pnl_usdt + p.unrealized_pnl_usdt,
+               'realized', p.realized_pnl_usdt,
+               'unrealized', p.unrealized_pnl_usdt,
+               'trades', coalesce(t.trades, 0),
+               'volume', coalesce(v.volume, 0)) AS body
+    FROM paper_positions p
+    LEFT JOIN (SELECT symbol, count(*) AS trades FROM paper_round_trips GROUP BY symbol) t
+           USING (symbol)
+    LEFT JOIN (SELECT symbol, sum(quantity * price) AS volume FROM paper_fills GROUP BY symbol) v
+           USING (symbol))
+INSERT INTO paper_pnl_snapshots (
+    snapshot_time, snapshot_type, total_pnl_usdt, realized_pnl_usdt, unrealized_pnl_usdt,
+    balance_usdt, equity_usdt, total_trades, winning_trades, losing_trades, total_volume_usdt,
+    total_fees_usdt, symbol_pnl, metadata)
+SELECT %(time)s, %(type)s, pos.realized + pos.unrealized, pos.realized, pos.unrealized,
+       %(start_balance)s::numeric + pos.realized,
+       %(start_balance)s::numeric + pos.realized + pos.unrealized,
+       trips.total, trips.winning, trips.losing, volume.volume, volume.fees,
+       coalesce((SELECT jsonb_object_agg(symbol, body ORDER BY symbol) FROM per_symbol),
+                '{}'::jsonb),
+       jsonb_build_object('source', %(source)s::text)
+FROM pos, trips, volume
+ON CONFLICT (snapshot_time, snapshot_type) DO NOTHING
+RETURNING snapshot_id
 """
 
 ADVANCE_OFFSETS = """
@@ -266,6 +357,7 @@ class BatchResult:
     fills_duplicate: int = 0
     positions_written: int = 0
     stat_dates: list[date] = field(default_factory=list)
+    snapshots: int = 0
     closed_trips: list[accounting.ClosedTrip] = field(default_factory=list)
     rejected: list[tuple[ParsedEntry, str]] = field(default_factory=list)
 
@@ -404,9 +496,16 @@ class PostgresStore:
     """Writes batches to PostgreSQL through a small connection pool (opened explicitly)."""
 
     def __init__(
-        self, dsn: str, *, group: str, archive: bool = False, connect_timeout_s: float = 5.0
+        self,
+        dsn: str,
+        *,
+        group: str,
+        archive: bool = False,
+        start_balance: Decimal | None = None,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         self._group = group
+        self._start_balance = start_balance
         self._archive = archive
         self._timeout = connect_timeout_s
         self._pool = ConnectionPool(
@@ -453,8 +552,33 @@ class PostgresStore:
         if not items:
             return result
         with self._transaction() as conn:
-            _write(conn, items, result, group=self._group, archive=self._archive)
+            _write(
+                conn,
+                items,
+                result,
+                group=self._group,
+                archive=self._archive,
+                start_balance=self._start_balance,
+            )
         return result
+
+    def tick(self, now: datetime) -> int:
+        """Streams idle: take the snapshots whose boundaries the wall clock ``now`` crossed."""
+        with self._transaction() as conn:
+            row = conn.execute(SELECT_CLOCK_FOR_UPDATE).fetchone()
+            boundaries, clock = snapshots.idle_plan(row["event_time"] if row else None, now)
+            written = sum(
+                _take_snapshot(conn, moment, kind, self._start_balance, "wall_clock")
+                for moment, kind in boundaries
+            )
+            if boundaries:
+                conn.execute(SET_CLOCK, {"time": clock})
+        return written
+
+    def snapshot_now(self, now: datetime) -> int:
+        """Take a MANUAL snapshot at ``now`` (``paper-consumer snapshot``)."""
+        with self._transaction() as conn:
+            return _take_snapshot(conn, now, "MANUAL", self._start_balance, "manual")
 
 
 def _announce_worker(conn: psycopg.Connection[Any]) -> None:
@@ -477,14 +601,26 @@ def _write(
     *,
     group: str,
     archive: bool,
+    start_balance: Decimal | None = None,
 ) -> None:
     stat_dates: set[date] = set()
-    fills = _write_orders_and_fills(conn, items, result, stat_dates)
-    _move_positions(conn, items, fills, result, stat_dates)
+    row = conn.execute(SELECT_CLOCK_FOR_UPDATE).fetchone()
+    segments, clock = snapshots.plan(
+        [(item, item.event.timestamp) for item in items], row["event_time"] if row else None
+    )
+    for segment in segments:
+        if segment.items:
+            fills = _write_orders_and_fills(conn, segment.items, result, stat_dates)
+            _move_positions(conn, segment.items, fills, result, stat_dates)
+        for moment, kind in segment.snapshots_after:
+            result.snapshots += _take_snapshot(conn, moment, kind, start_balance, "event_time")
+    if clock is not None and (row is None or clock != row["event_time"]):
+        conn.execute(SET_CLOCK, {"time": clock})
     if stat_dates:
         dates = sorted(stat_dates)
-        conn.execute(LOCK_STAT_DATES, {"dates": dates})
+        conn.execute(LOCK_STATS)
         conn.execute(REAGGREGATE_STATS, {"dates": dates})
+        conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
         result.stat_dates = dates
     _advance_offsets(conn, [i.key for i in items], group)
     if archive:
@@ -499,6 +635,21 @@ def _write(
                     "fields": [dumps(i.fields) for i in accepted],
                 },
             )
+
+
+def _take_snapshot(
+    conn: psycopg.Connection[dict[str, Any]],
+    moment: datetime,
+    kind: snapshots.SnapshotType,
+    start_balance: Decimal | None,
+    source: str,
+) -> int:
+    """Insert one snapshot of the state as it stands; 1 if written, 0 if it existed."""
+    cursor = conn.execute(
+        INSERT_SNAPSHOT,
+        {"time": moment, "type": kind, "start_balance": start_balance, "source": source},
+    )
+    return len(cursor.fetchall())
 
 
 def _write_orders_and_fills(
@@ -525,14 +676,14 @@ def _write_orders_and_fills(
     )
     if changed:
         conn.execute(UPSERT_ORDERS, _order_params(changed))
-        result.orders_written = len(changed)
+        result.orders_written += len(changed)
         stat_dates.update(_utc_date(o.created_at) for o in changed)
 
     if not fills:
         return {}
     cursor = conn.execute(INSERT_FILLS, _fill_params([(f, s) for _, f, s in fills]))
     inserted = {row["fill_id"] for row in cursor.fetchall()}
-    result.fills_inserted = len(inserted)
+    result.fills_inserted += len(inserted)
     result.fills_duplicate += len(fills) - len(inserted)
     if placeholder_ids:
         conn.execute(
@@ -607,12 +758,16 @@ def _move_positions(
     rows = conn.execute(SELECT_POSITIONS_FOR_UPDATE, {"symbols": symbols}).fetchall()
     stored = {row["symbol"]: _position_from_row(row) for row in rows}
     current = dict(stored)
+    trips: list[tuple[str, accounting.ClosedTrip]] = []
+    effects: list[tuple[FillEvent, accounting.FillOutcome]] = []
     for event, side in steps:
         if isinstance(event, FillEvent) and side is not None:
             position = current.get(event.symbol) or accounting.new_position(event.symbol)
             outcome = accounting.apply_fill(position, _accounting_fill(event, side))
             current[event.symbol] = outcome.position
             result.closed_trips.extend(outcome.closed_trips)
+            trips.extend((event.fill_id, trip) for trip in outcome.closed_trips)
+            effects.append((event, outcome))
             stat_dates.add(_utc_date(event.timestamp))
         elif isinstance(event, MarkEvent) and event.symbol in current:
             # A mark for a symbol never traded has no position row to update.
@@ -622,7 +777,38 @@ def _move_positions(
     write = [p for sym, p in sorted(current.items()) if stored.get(sym) != p]
     if write:
         conn.execute(UPSERT_POSITIONS, _position_params(write))
-        result.positions_written = len(write)
+        result.positions_written += len(write)
+    if effects:
+        conn.execute(
+            INSERT_FILL_PNL,
+            {
+                "fill_id": [f.fill_id for f, _ in effects],
+                "symbol": [f.symbol for f, _ in effects],
+                "filled_at": [f.timestamp for f, _ in effects],
+                "realized": [o.realized_delta for _, o in effects],
+                "quantity": [o.position.quantity for _, o in effects],
+            },
+        )
+    if trips:
+        conn.execute(INSERT_ROUND_TRIPS, _trip_params(trips))
+
+
+def _trip_params(trips: Sequence[tuple[str, accounting.ClosedTrip]]) -> dict[str, list[Any]]:
+    return {
+        "fill_id": [fill_id for fill_id, _ in trips],
+        "symbol": [t.symbol for _, t in trips],
+        "direction": [t.direction for _, t in trips],
+        "opened_at": [t.opened_at for _, t in trips],
+        "closed_at": [t.closed_at for _, t in trips],
+        "quantity": [t.quantity for _, t in trips],
+        "max_quantity": [t.max_quantity for _, t in trips],
+        "entry_avg_price": [t.entry_avg_price for _, t in trips],
+        "exit_avg_price": [t.exit_avg_price for _, t in trips],
+        "realized": [t.realized_pnl for _, t in trips],
+        "fees": [t.fees for _, t in trips],
+        "fills": [t.fills for _, t in trips],
+        "reason": [t.reason for _, t in trips],
+    }
 
 
 def _accounting_fill(event: FillEvent, side: Side) -> accounting.Fill:
@@ -655,3 +841,266 @@ def _advance_offsets(
             "entries": [counts[s] for s in streams],
         },
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Replay (consumer/replay.py): the same `_write`, chunk after chunk, in ONE transaction
+# --------------------------------------------------------------------------------------------
+
+# What a replay rebuilds (and `--reset` empties). The ledger and the migration ledger are kept:
+# the ledger is a replay source, and history in it must survive a reset.
+REPLAY_TABLES = (
+    "paper_orders",
+    "paper_fills",
+    "paper_positions",
+    "paper_pnl_snapshots",
+    "paper_trading_stats",
+    "paper_round_trips",
+    "paper_fill_pnl",
+    "paper_pnl_clock",
+    "paper_consumer_offsets",
+)
+
+SELECT_NONEMPTY_REPLAY_TABLES = """
+SELECT name FROM (VALUES
+    ('paper_orders', EXISTS (SELECT 1 FROM paper_orders)),
+    ('paper_fills', EXISTS (SELECT 1 FROM paper_fills)),
+    ('paper_positions', EXISTS (SELECT 1 FROM paper_positions)),
+    ('paper_pnl_snapshots', EXISTS (SELECT 1 FROM paper_pnl_snapshots)),
+    ('paper_trading_stats', EXISTS (SELECT 1 FROM paper_trading_stats)),
+    ('paper_round_trips', EXISTS (SELECT 1 FROM paper_round_trips)),
+    ('paper_fill_pnl', EXISTS (SELECT 1 FROM paper_fill_pnl)),
+    ('paper_pnl_clock', EXISTS (SELECT 1 FROM paper_pnl_clock)),
+    ('paper_consumer_offsets', EXISTS (SELECT 1 FROM paper_consumer_offsets))
+) AS t(name, has_rows)
+WHERE has_rows
+"""
+
+# TRUNCATE rather than DELETE: the tables start exactly as in an empty schema (serials too) and
+# the rebuild does not wade through dead tuples. It is transactional: an interrupted replay rolls
+# it back. Readers wait for the commit instead of seeing a half-built history.
+RESET_REPLAY_TABLES = """
+TRUNCATE paper_orders, paper_fills, paper_positions, paper_pnl_snapshots, paper_trading_stats,
+         paper_round_trips, paper_fill_pnl, paper_pnl_clock, paper_consumer_offsets
+         RESTART IDENTITY
+"""
+
+# Ledger order = the worker's order: stream id, then the configured stream order.
+SELECT_LEDGER = """
+SELECT stream_name, entry_id, fields::text
+FROM paper_event_ledger
+WHERE stream_name = ANY(%(streams)s::varchar[])
+  AND (entry_ms, entry_seq) >= (%(lo_ms)s, %(lo_seq)s)
+  AND (entry_ms, entry_seq) <= (%(hi_ms)s, %(hi_seq)s)
+ORDER BY entry_ms, entry_seq, array_position(%(streams)s::varchar[], stream_name)
+"""
+
+COUNT_LEDGER = """
+SELECT count(*) AS n
+FROM paper_event_ledger
+WHERE stream_name = ANY(%(streams)s::varchar[])
+  AND (entry_ms, entry_seq) >= (%(lo_ms)s, %(lo_seq)s)
+  AND (entry_ms, entry_seq) <= (%(hi_ms)s, %(hi_seq)s)
+"""
+
+LEDGER_FETCH_SIZE = 10_000
+
+
+class ReplayTarget:
+    """The database a replay rebuilds: one connection, one transaction, a presence lock.
+
+    ``open()`` connects, takes the worker presence lock EXCLUSIVELY (refusing while any live
+    worker — or another replay — is connected to this database), begins the transaction, and
+    checks the paper tables are empty (or, with ``reset``, TRUNCATEs them inside it).
+    ``write(items)`` runs the live worker's ``_write`` on one chunk under a savepoint; a chunk
+    PostgreSQL rejects is split like the worker splits a batch, so the same bad entry is set
+    aside with the same reason. ``commit()`` makes the rebuild visible at once; ``close()``
+    without a commit rolls everything back, leaving the previous state untouched.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        group: str,
+        reset: bool,
+        start_balance: Decimal | None = None,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._group = group
+        self._start_balance = start_balance
+        self._reset = reset
+        self._timeout = connect_timeout_s
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+
+    def open(self) -> None:
+        try:
+            conn = psycopg.connect(
+                self._dsn,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=max(1, round(self._timeout)),
+            )
+        except _TRANSIENT as exc:
+            raise DatabaseUnavailableError(_describe(exc)) from exc
+        self._conn = conn
+        try:
+            self._prepare(conn)
+        except _TRANSIENT as exc:
+            self.close()
+            raise DatabaseUnavailableError(_describe(exc)) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        row = conn.execute(TRY_EXCLUSIVE_PRESENCE, {"key": WORKER_PRESENCE_LOCK_KEY}).fetchone()
+        if not (row and row["acquired"]):
+            raise ReplayRefusedError(
+                "a live paper-consumer worker (or another replay) is connected to the target "
+                "database; stop every worker on it first, or replay into another database "
+                "with --database-url"
+            )
+        conn.autocommit = False  # from here on: one transaction until commit() or close()
+        nonempty = [r["name"] for r in conn.execute(SELECT_NONEMPTY_REPLAY_TABLES)]
+        if nonempty and not self._reset:
+            raise ReplayRefusedError(
+                f"the target already holds rows in {', '.join(nonempty)}; replay rebuilds "
+                "history into empty tables: pass --reset to empty them first (in the same "
+                "transaction), or use --database-url for another database"
+            )
+        if self._reset:
+            conn.execute(RESET_REPLAY_TABLES)
+
+    def write(self, items: Sequence[ParsedEntry]) -> list[BatchResult]:
+        """Apply one chunk (in stream order) inside the replay transaction."""
+        if self._conn is None:
+            raise RuntimeError("ReplayTarget.write before open()")
+        if not items:
+            return []
+        try:
+            return self._write_or_split(self._conn, list(items))
+        except _TRANSIENT as exc:
+            raise DatabaseUnavailableError(_describe(exc)) from exc
+
+    def _write_or_split(
+        self, conn: psycopg.Connection[dict[str, Any]], items: list[ParsedEntry]
+    ) -> list[BatchResult]:
+        result = BatchResult()
+        try:
+            with conn.transaction():  # a savepoint inside the replay transaction
+                _write(
+                    conn,
+                    items,
+                    result,
+                    group=self._group,
+                    archive=False,
+                    start_balance=self._start_balance,
+                )
+        except _DATA_ERRORS as exc:
+            if len(items) == 1:
+                reason = f"rejected by PostgreSQL: {_describe(exc)}"
+                return [BatchResult(rejected=[(items[0], reason)])]
+            middle = len(items) // 2
+            return self._write_or_split(conn, items[:middle]) + self._write_or_split(
+                conn, items[middle:]
+            )
+        return [result]
+
+    def commit(self) -> None:
+        if self._conn is None:
+            raise RuntimeError("ReplayTarget.commit before open()")
+        try:
+            self._conn.commit()
+        except _TRANSIENT as exc:
+            raise DatabaseUnavailableError(_describe(exc)) from exc
+
+    def close(self) -> None:
+        """Roll back whatever was not committed, release the lock, disconnect."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            # A broken connection rolls back on the server by itself.
+            with contextlib.suppress(*_TRANSIENT):
+                conn.rollback()
+            conn.close()
+
+
+def ledger_bounds(
+    lo: tuple[int, int], hi: tuple[int, int], streams: Sequence[str]
+) -> dict[str, Any]:
+    return {
+        "streams": list(streams),
+        "lo_ms": lo[0],
+        "lo_seq": lo[1],
+        "hi_ms": hi[0],
+        "hi_seq": hi[1],
+    }
+
+
+def count_ledger(dsn: str, streams: Sequence[str], lo: tuple[int, int], hi: tuple[int, int]) -> int:
+    """How many ledger entries ``read_ledger`` would yield (for progress and ETA)."""
+    try:
+        with psycopg.connect(dsn, row_factory=dict_row) as conn:
+            row = conn.execute(COUNT_LEDGER, ledger_bounds(lo, hi, streams)).fetchone()
+    except _TRANSIENT as exc:
+        raise DatabaseUnavailableError(_describe(exc)) from exc
+    return int(row["n"]) if row else 0
+
+
+def read_ledger(
+    dsn: str, streams: Sequence[str], lo: tuple[int, int], hi: tuple[int, int]
+) -> Iterator[RawEntry]:
+    """The ledger's entries of ``streams`` between ``lo`` and ``hi`` (inclusive), in the
+    worker's order, through a server-side cursor on its own connection (constant memory; it
+    never competes with the replay transaction, even when the ledger is in the target)."""
+    try:
+        with (
+            psycopg.connect(dsn) as conn,
+            conn.cursor(name="paper_replay_ledger") as cursor,
+        ):
+            cursor.itersize = LEDGER_FETCH_SIZE
+            cursor.execute(SELECT_LEDGER, ledger_bounds(lo, hi, streams))
+            for stream_name, entry_id, fields in cursor:
+                yield RawEntry(EntryKey(stream_name, entry_id), json.loads(fields))
+    except _TRANSIENT as exc:
+        raise DatabaseUnavailableError(_describe(exc)) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Status queries (``paper-consumer status``): read-only, on a short-lived connection of their
+# own, so a person's look does not take a pool connection nor count as a live worker.
+# --------------------------------------------------------------------------------------------
+
+SELECT_LAST_SNAPSHOT = """
+SELECT snapshot_time, snapshot_type, total_pnl_usdt, realized_pnl_usdt, unrealized_pnl_usdt,
+       total_trades, winning_trades, losing_trades, win_rate
+FROM paper_pnl_snapshots
+ORDER BY snapshot_time DESC, snapshot_id DESC
+LIMIT 1
+"""
+
+SELECT_TOTAL_PNL = "SELECT get_paper_total_pnl() AS total_pnl_usdt"
+
+
+def read_status(dsn: str, group: str, *, connect_timeout_s: float = 5.0) -> dict[str, Any]:
+    """``offsets`` (committed per stream for ``group``), ``last_snapshot`` (a row or None) and
+    ``total_pnl_usdt``. Raises ``DatabaseUnavailableError`` when PostgreSQL cannot be reached."""
+    try:
+        with psycopg.connect(
+            dsn, row_factory=dict_row, connect_timeout=max(1, round(connect_timeout_s))
+        ) as conn:
+            offsets = conn.execute(SELECT_OFFSETS, {"group": group}).fetchall()
+            snapshot = conn.execute(SELECT_LAST_SNAPSHOT).fetchone()
+            total = conn.execute(SELECT_TOTAL_PNL).fetchone()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
+    except psycopg.Error as exc:
+        raise SchemaNotReadyError(
+            f"cannot read the status tables ({_describe(exc)}); run `paper-consumer migrate up`"
+        ) from exc
+    return {
+        "offsets": offsets,
+        "last_snapshot": snapshot,
+        "total_pnl_usdt": total["total_pnl_usdt"] if total else None,
+    }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from consumer import accounting
 from consumer.errors import DatabaseUnavailableError, RejectedByDatabaseError
@@ -56,6 +57,12 @@ class MemoryStore:
         self.state = draft
         self.batches.append(len(items))
         return result
+
+    def tick(self, now: datetime) -> int:
+        """Snapshots are a PostgreSQL concern; the twin takes none."""
+        if self.down:
+            raise DatabaseUnavailableError("memory store is down")
+        return 0
 
     @staticmethod
     def _apply(state: MemoryState, item: ParsedEntry, result: BatchResult) -> None:

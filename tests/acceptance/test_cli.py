@@ -47,6 +47,7 @@ def stream_env(redis_url: str, stream_names: Mapping[str, str]) -> dict[str, str
         "PAPER_DLQ_STREAM": stream_names["dlq_stream"],
         "PAPER_CONSUMER_NAME": "acceptance",
         "PAPER_BLOCK_MS": "100",
+        "PAPER_METRICS_PORT": "0",  # no endpoint: tests must not bind a fixed port
     }
 
 
@@ -90,6 +91,7 @@ def test_migrate_up_status_verify_down(empty_db_url):
         "001_initial_schema.sql",
         "002_core_tables.sql",
         "003_paper_trading_schema.sql",
+        "004_round_trips_and_pnl.sql",
     ]
     assert cli("migrate", "up", env=env).stdout.strip() == "already up to date"
 
@@ -99,6 +101,7 @@ def test_migrate_up_status_verify_down(empty_db_url):
         ["applied", "001_initial_schema"],
         ["applied", "002_core_tables"],
         ["applied", "003_paper_trading_schema"],
+        ["applied", "004_round_trips_and_pnl"],
     ]
 
     verify = cli("migrate", "verify", env=env)
@@ -111,9 +114,9 @@ def test_migrate_up_status_verify_down(empty_db_url):
 
     down = cli("migrate", "down", "--to", "0", env=env)
     assert down.returncode == 0, down.stderr
-    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 3
+    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 4
     after = cli("migrate", "status", env=env)
-    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 3
+    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 4
     assert cli("migrate", "verify", env=env).returncode == 1
 
 

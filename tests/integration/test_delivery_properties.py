@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import redis
@@ -22,6 +23,8 @@ from pydantic import SecretStr
 from consumer.settings import Settings
 from tests.support import reference
 from tests.support.pipeline import publish, rows, run_until_idle, snapshot
+
+START = datetime(2026, 11, 20, 21, 5, tzinfo=UTC)
 
 TRADE = st.tuples(
     st.sampled_from(["AAAUSDT", "BBBUSDT"]),
@@ -43,16 +46,21 @@ HISTORY = st.fixed_dictionaries(
 )
 
 
+def _time(n: int, extra_s: float = 0.0) -> str:
+    """Trade n happens 17 minutes after trade n-1: the history crosses hours and a midnight."""
+    return (START + timedelta(minutes=17 * n, seconds=extra_s)).isoformat()
+
+
 def _entries(trades) -> list[tuple[str, dict[str, str]]]:
     """(stream kind, fields) in publish order."""
     out: list[tuple[str, dict[str, str]]] = []
     for n, (symbol, side, qty, price, fee, fill_first) in enumerate(trades):
         order = {"order_id": f"o{n}", "symbol": symbol, "side": side, "quantity": str(qty),
                  "status": "FILLED", "filled_quantity": str(qty), "filled_price": str(price),
-                 "timestamp": f"2026-11-20T10:{n // 60:02d}:{n % 60:02d}Z"}  # fmt: skip
+                 "timestamp": _time(n)}  # fmt: skip
         fill = {"fill_id": f"f{n}", "order_id": f"o{n}", "symbol": symbol, "side": side,
                 "quantity": str(qty), "price": str(price), "fees_usdt": str(fee),
-                "timestamp": f"2026-11-20T10:{n // 60:02d}:{n % 60:02d}.5Z"}  # fmt: skip
+                "timestamp": _time(n, 0.5)}  # fmt: skip
         pair = (
             [("fill", fill), ("order", order)] if fill_first else [("order", order), ("fill", fill)]
         )

@@ -188,6 +188,9 @@ CHECKS = {
 # Secondary indexes, as pg_indexes prints them with the schema name removed.
 INDEXES = {
     "idx_paper_event_ledger_stream_order": "paper_event_ledger (stream_name, entry_ms, entry_seq)",
+    "idx_paper_round_trips_symbol_closed": "paper_round_trips (symbol, closed_at DESC)",
+    "idx_paper_round_trips_closed": "paper_round_trips (closed_at DESC)",
+    "idx_paper_fill_pnl_filled_at": "paper_fill_pnl (filled_at)",
     "idx_paper_orders_symbol": "paper_orders (symbol)",
     "idx_paper_orders_created_at": "paper_orders (created_at DESC)",
     "idx_paper_orders_filled_at": "paper_orders (filled_at DESC) WHERE (filled_at IS NOT NULL)",
@@ -260,6 +263,9 @@ GRANTS = {
     "v_paper_recent_orders": {"SELECT"},
     "v_paper_active_positions": {"SELECT"},
     "v_paper_daily_summary": {"SELECT"},
+    "paper_round_trips": {"SELECT", "INSERT"},
+    "paper_fill_pnl": {"SELECT", "INSERT"},
+    "paper_pnl_clock": {"SELECT", "INSERT", "UPDATE"},
 }
 
 
@@ -414,6 +420,7 @@ def test_grants_to_runtime_role_are_exact(conn):
     for relation, privilege in rows:
         granted.setdefault(relation, set()).add(privilege)
     assert {name: granted.get(name, set()) for name in GRANTS} == GRANTS
+    assert set(granted) <= set(GRANTS)  # nothing else is granted
 
 
 def test_runtime_role_has_no_truncate_or_ddl_privileges(conn):

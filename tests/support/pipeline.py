@@ -34,7 +34,12 @@ def publish_json(client: redis.Redis, stream: str, payload: Mapping[str, Any]) -
 
 @contextmanager
 def worker_for(settings: Settings, **kwargs: Any) -> Iterator[Worker]:
-    store = PostgresStore(settings.database_dsn(), group=settings.group, **kwargs)
+    store = PostgresStore(
+        settings.database_dsn(),
+        group=settings.group,
+        start_balance=settings.start_balance_usdt,
+        **kwargs,
+    )
     store.open()
     stream = RedisStream(
         settings.redis_dsn(),
@@ -87,6 +92,15 @@ SNAPSHOT_QUERIES = {
     "positions": "SELECT symbol, quantity, avg_entry_price, current_price, unrealized_pnl_usdt, "
     "realized_pnl_usdt, total_pnl_usdt, cost_basis_usdt, market_value_usdt, entry_trades, "
     "exit_trades, opened_at, closed_at, metadata FROM paper_positions ORDER BY symbol",
+    "snapshots": "SELECT snapshot_time, snapshot_type, total_pnl_usdt, realized_pnl_usdt, "
+    "unrealized_pnl_usdt, balance_usdt, equity_usdt, total_trades, winning_trades, "
+    "losing_trades, win_rate, total_volume_usdt, total_fees_usdt, symbol_pnl "
+    "FROM paper_pnl_snapshots ORDER BY snapshot_time, snapshot_type",
+    "round_trips": "SELECT closing_fill_id, symbol, direction, opened_at, closed_at, quantity, "
+    "max_quantity, entry_avg_price, exit_avg_price, realized_pnl_usdt, fees_usdt, fills, "
+    "close_reason FROM paper_round_trips ORDER BY closing_fill_id",
+    "fill_pnl": "SELECT * FROM paper_fill_pnl ORDER BY fill_id",
+    "clock": "SELECT event_time FROM paper_pnl_clock",
     "stats": "SELECT stat_date, total_orders, filled_orders, partial_fills, rejected_orders, "
     "cancelled_orders, fill_rate, avg_slippage_pct, avg_fee_pct, avg_latency_ms, "
     "total_volume_usdt, total_fees_usdt, daily_pnl_usdt, cumulative_pnl_usdt "

@@ -40,3 +40,11 @@ class RejectedByDatabaseError(PaperConsumerError):
     Retrying the same rows will fail again, so the worker splits the batch to find the entry
     responsible and dead-letters it.
     """
+
+
+class ReplayRefusedError(PaperConsumerError):
+    """A replay would overwrite history or race a live worker, so it did not start."""
+
+
+class ReplaySourceError(PaperConsumerError):
+    """A replay or export source cannot be read as given (missing, malformed, out of order)."""

@@ -1,0 +1,552 @@
+"""``paper-consumer replay`` and ``export``: rebuild the paper tables from history.
+
+A replay gives exactly the rows the live worker produced from the same entries, because it IS
+the live worker's logic, only without a consumer group:
+
+- entries are ordered as the worker orders a batch (``worker.entry_order``: stream id, then the
+  configured stream order orders < fills < marks) and parsed by ``worker.parse_raw`` with the
+  worker's stream → kind mapping;
+- they are written by the store's ``_write`` (``store.ReplayTarget``) in chunks of
+  ``chunk_size`` entries, all inside ONE transaction on one connection: an interrupted replay
+  (error, Ctrl-C, lost connection) leaves the previous state exactly as it was; a chunk that
+  PostgreSQL rejects is split like the worker splits a batch;
+- ``_write``'s results do not depend on batch boundaries (see ``store.py``), so one global pass
+  in stream order equals the worker's many batches.
+
+Invalid entries are counted and listed (log events ``replay_entry_invalid`` and the summary), never
+written to Redis: a replay has no side effects outside the target database.
+
+Sources, each an iterator of ``RawEntry`` already in the worker's order with constant memory:
+
+- ``redis``: XRANGE pages of each configured stream (``stream.read_range``), merged with a heap.
+  No consumer group is read or changed.
+- ``file``: an archive written by ``export`` (JSON Lines, gzip when the name ends in ``.gz``).
+  The exporter writes entries merged in id order; the reader VERIFIES that ids never go back
+  (an out-of-order file is refused with its line number, rather than sorted per chunk, which
+  would silently differ from live when disorder crosses a chunk) and puts entries that share an
+  id in the configured stream order itself, so an export made with another ``--stream`` order
+  still replays as live. Entries of streams that are not configured are skipped and counted.
+- ``ledger``: ``paper_event_ledger`` (written by ``run --archive``) of the configured database,
+  ordered by (entry_ms, entry_seq, stream order) through a server-side cursor.
+
+The target must be empty (``--reset`` TRUNCATEs the paper tables inside the same transaction) and
+no live worker may be connected to it (the worker presence advisory lock, taken exclusively).
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import io
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import IO, Literal, TextIO
+
+from consumer import events, migrations, store, stream
+from consumer.errors import ReplaySourceError
+from consumer.logs import get_logger
+from consumer.records import EntryKey, ParsedEntry, RawEntry
+from consumer.settings import Settings
+from consumer.worker import entry_order, parse_raw, stream_kinds
+
+Source = Literal["redis", "file", "ledger"]
+
+DEFAULT_CHUNK_SIZE = 10_000
+PROGRESS_LOG_INTERVAL_S = 5.0
+TTY_REDRAW_INTERVAL_S = 0.2
+_MAX_ID_PART = 2**63 - 1  # BIGINT, the ledger's entry_ms / entry_seq type
+_ID = re.compile(r"\d+(-\d+)?")
+
+log = get_logger(component="replay")
+
+
+# --------------------------------------------------------------------------------------------
+# Ranges
+# --------------------------------------------------------------------------------------------
+
+
+def check_bound(text: str) -> str:
+    """``-``, ``+``, ``MS`` or ``MS-SEQ`` (what XRANGE accepts, without exclusive ranges)."""
+    if text in ("-", "+") or _ID.fullmatch(text):
+        return text
+    raise ReplaySourceError(
+        f"stream id bound {text!r}: give -, +, MS or MS-SEQ (e.g. 1700000000000-0)"
+    )
+
+
+def bound_key(text: str, *, upper: bool) -> tuple[int, int]:
+    """The (ms, seq) a bound stands for, as XRANGE reads it (``MS`` alone: the whole ms)."""
+    check_bound(text)
+    if text == "-":
+        return (0, 0)
+    if text == "+":
+        return (_MAX_ID_PART, _MAX_ID_PART)
+    ms, _, seq = text.partition("-")
+    return (int(ms), int(seq) if seq else (_MAX_ID_PART if upper else 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+def _merged(streams: Sequence[str], per_stream: Iterable[Iterator[RawEntry]]) -> Iterator[RawEntry]:
+    """Merge id-ordered iterators of ``streams`` into the worker's order (heap, lazy)."""
+    return heapq.merge(*per_stream, key=entry_order(streams))
+
+
+def redis_entries(
+    url: str,
+    streams: Sequence[str],
+    *,
+    start: str = "-",
+    end: str = "+",
+    page_size: int = stream.RANGE_PAGE_SIZE,
+) -> Iterator[RawEntry]:
+    """Entries of ``streams`` in ``[start, end]`` from Redis, merged in the worker's order."""
+    client = stream.connect(url)
+    try:
+        yield from _merged(
+            streams,
+            (
+                stream.read_range(client, url, name, start=start, end=end, page_size=page_size)
+                for name in streams
+            ),
+        )
+    finally:
+        client.close()
+
+
+def redis_total(url: str, streams: Sequence[str]) -> int:
+    client = stream.connect(url)
+    try:
+        return sum(stream.stream_length(client, url, name) for name in streams)
+    finally:
+        client.close()
+
+
+def _open_text(path: Path, mode: Literal["rt", "wt"]) -> TextIO:
+    if path.name.endswith(".gz"):
+        # compresslevel 6: gzip's own default; 9 costs about 3x the time for ~2 % less.
+        return gzip.open(path, mode, encoding="utf-8", compresslevel=6)
+    return open(path, mode, encoding="utf-8")
+
+
+def _archive_line(path: Path, number: int, line: str) -> RawEntry:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ReplaySourceError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+    fields = record.get("fields") if isinstance(record, dict) else None
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("stream"), str)
+        and isinstance(record.get("id"), str)
+        and _ID.fullmatch(record["id"])
+        and isinstance(fields, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
+    ):
+        raise ReplaySourceError(
+            f'{path}:{number}: expected {{"stream": str, "id": "MS-SEQ", "fields": {{str: str}}}}'
+        )
+    return RawEntry(EntryKey(record["stream"], record["id"]), fields)
+
+
+def file_entries(
+    path: Path,
+    streams: Sequence[str],
+    *,
+    start: str = "-",
+    end: str = "+",
+    skipped: dict[str, int] | None = None,
+) -> Iterator[RawEntry]:
+    """Entries of ``streams`` in ``[start, end]`` from an ``export`` archive, in the worker's
+    order. Refuses (``ReplaySourceError``) a file whose ids go back; entries of other streams
+    are counted in ``skipped`` (by stream) and left out."""
+    lo, hi = bound_key(start, upper=False), bound_key(end, upper=True)
+    wanted = set(streams)
+    order = entry_order(streams)
+    if not path.is_file():
+        raise ReplaySourceError(f"{path}: no such archive file")
+
+    def numbered() -> Iterator[tuple[int, RawEntry]]:
+        previous = (-1, -1)
+        with _open_text(path, "rt") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                entry = _archive_line(path, number, line)
+                key = entry.key.sort_key
+                if key < previous:
+                    raise ReplaySourceError(
+                        f"{path}:{number}: id {entry.key.entry_id} comes after a later id; the "
+                        "archive is not in stream-id order (re-create it with `paper-consumer "
+                        "export`, which merges the streams)"
+                    )
+                previous = key
+                yield number, entry
+
+    for key, same_id in groupby(numbered(), key=lambda pair: pair[1].key.sort_key):
+        if key < lo:
+            continue
+        if key > hi:
+            return
+        group = [entry for _, entry in same_id]
+        for entry in sorted(group, key=order) if len(group) > 1 else group:
+            if entry.key.stream in wanted:
+                yield entry
+            elif skipped is not None:
+                skipped[entry.key.stream] = skipped.get(entry.key.stream, 0) + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportSummary:
+    path: Path
+    entries: int = 0
+    by_stream: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        streams = " ".join(f"{name}={count}" for name, count in sorted(self.by_stream.items()))
+        return (
+            f"exported entries={self.entries} {streams} seconds={self.seconds:.2f} to {self.path}"
+        )
+
+
+def export(
+    url: str,
+    streams: Sequence[str],
+    out: Path,
+    *,
+    start: str = "-",
+    end: str = "+",
+    page_size: int = stream.RANGE_PAGE_SIZE,
+) -> ExportSummary:
+    """Write ``streams``' entries in ``[start, end]`` to ``out`` (JSON Lines, gzip for ``.gz``),
+    merged in (id, given stream order), one page per stream in memory at a time. The file
+    appears under its name only when complete (written to ``<out>.partial``, then renamed)."""
+    check_bound(start)
+    check_bound(end)
+    started = time.perf_counter()
+    summary = ExportSummary(out)
+    partial = out.with_name(out.name + ".partial")
+    # Keep the .gz suffix meaningful for _open_text: compress by the final name.
+    try:
+        raw: IO[bytes] = open(partial, "wb")  # noqa: SIM115 - closed in the finally below
+        with raw:
+            handle: TextIO
+            if out.name.endswith(".gz"):
+                handle = io.TextIOWrapper(
+                    gzip.GzipFile(filename=out.name, mode="wb", fileobj=raw, compresslevel=6),
+                    encoding="utf-8",
+                )
+            else:
+                handle = io.TextIOWrapper(raw, encoding="utf-8")
+            with handle:
+                for entry in redis_entries(url, streams, start=start, end=end, page_size=page_size):
+                    record = {"stream": entry.key.stream, "id": entry.key.entry_id}
+                    handle.write(
+                        json.dumps(
+                            {**record, "fields": entry.fields},
+                            ensure_ascii=False,
+                            separators=(",", ":"),
+                        )
+                    )
+                    handle.write("\n")
+                    summary.entries += 1
+                    summary.by_stream[entry.key.stream] = (
+                        summary.by_stream.get(entry.key.stream, 0) + 1
+                    )
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    summary.seconds = time.perf_counter() - started
+    log.info(
+        "export_finished", path=str(out), entries=summary.entries, seconds=round(summary.seconds, 3)
+    )
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Progress: a bar with rate and ETA on a terminal, periodic log lines elsewhere
+# --------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Counts entries; draws ``[####....] 42% 12,345/29,000 8,100/s ETA 0:02`` on a terminal
+    (redrawn at most every 0.2 s, on ``out``), else logs ``replay_progress`` every 5 s."""
+
+    def __init__(
+        self, total: int | None, *, out: TextIO | None = None, tty: bool | None = None
+    ) -> None:
+        self.total = total
+        self.done = 0
+        self._out = out if out is not None else sys.stderr
+        self._tty = self._out.isatty() if tty is None else tty
+        self._started = time.monotonic()
+        self._last = self._started
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        interval = TTY_REDRAW_INTERVAL_S if self._tty else PROGRESS_LOG_INTERVAL_S
+        if now - self._last >= interval:
+            self._last = now
+            self._show(now)
+
+    def _rate(self, now: float) -> float:
+        elapsed = now - self._started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def _show(self, now: float) -> None:
+        rate = self._rate(now)
+        eta_s: float | None = None
+        if self.total and rate > 0:
+            eta_s = max(0.0, (self.total - self.done) / rate)
+        if not self._tty:
+            log.info(
+                "replay_progress",
+                entries=self.done,
+                total=self.total,
+                entries_per_s=round(rate),
+                eta_s=None if eta_s is None else round(eta_s, 1),
+            )
+            return
+        self._out.write("\r" + render_bar(self.done, self.total, rate, eta_s))
+        self._out.flush()
+
+    def finish(self) -> None:
+        if self._tty:
+            now = time.monotonic()
+            self._out.write("\r" + render_bar(self.done, self.total, self._rate(now), 0.0) + "\n")
+            self._out.flush()
+
+
+def render_bar(
+    done: int, total: int | None, rate: float, eta_s: float | None, width: int = 30
+) -> str:
+    """One line of progress (pure, for tests)."""
+    tail = f"{rate:,.0f}/s"
+    if eta_s is not None:
+        minutes, seconds = divmod(round(eta_s), 60)
+        tail += f" ETA {minutes}:{seconds:02d}"
+    if not total:
+        return f"replay {done:,} entries {tail}"
+    share = min(1.0, done / total)
+    filled = round(width * share)
+    return f"replay [{'#' * filled}{'.' * (width - filled)}] {share:4.0%} {done:,}/{total:,} {tail}"
+
+
+# --------------------------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did. ``invalid`` and ``rejected`` list (stream, id, reason)."""
+
+    source: str
+    entries: int = 0
+    order_events: int = 0
+    fill_events: int = 0
+    mark_events: int = 0
+    fills_inserted: int = 0
+    duplicate_fills: int = 0
+    invalid: list[tuple[str, str, str]] = field(default_factory=list)
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    chunks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def dead_lettered(self) -> int:
+        """Entries the live worker would have dead-lettered (invalid or rejected)."""
+        return len(self.invalid) + len(self.rejected)
+
+    @property
+    def entries_per_s(self) -> float:
+        return self.entries / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        """One line of ``key=value`` pairs (stable: scripts parse it)."""
+        return (
+            f"replayed source={self.source} entries={self.entries} orders={self.order_events} "
+            f"fills={self.fill_events} fills_inserted={self.fills_inserted} "
+            f"marks={self.mark_events} duplicate_fills={self.duplicate_fills} "
+            f"dead_lettered={self.dead_lettered} invalid={len(self.invalid)} "
+            f"rejected={len(self.rejected)} skipped={sum(self.skipped.values())} "
+            f"seconds={self.seconds:.2f} entries_per_s={self.entries_per_s:.0f}"
+        )
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a replay reads from: ``kind`` and, for ``file``, ``path``."""
+
+    kind: Source = "redis"
+    path: Path | None = None
+    start: str = "-"
+    end: str = "+"
+
+
+def open_source(
+    settings: Settings, spec: SourceSpec, *, skipped: dict[str, int]
+) -> tuple[Iterator[RawEntry], int | None]:
+    """The entries of ``spec`` in the worker's order, and how many there are when cheap to know."""
+    streams = settings.streams()
+    check_bound(spec.start)
+    check_bound(spec.end)
+    if spec.kind == "redis":
+        url = settings.redis_dsn()
+        full = spec.start == "-" and spec.end == "+"
+        total = redis_total(url, streams) if full else None
+        return redis_entries(url, streams, start=spec.start, end=spec.end), total
+    if spec.kind == "file":
+        if spec.path is None:
+            raise ReplaySourceError("--source file needs --file PATH (an archive from `export`)")
+        if not spec.path.is_file():
+            raise ReplaySourceError(f"{spec.path}: no such archive file")
+        entries = file_entries(spec.path, streams, start=spec.start, end=spec.end, skipped=skipped)
+        return entries, None
+    lo, hi = bound_key(spec.start, upper=False), bound_key(spec.end, upper=True)
+    dsn = settings.database_dsn()
+    return store.read_ledger(dsn, streams, lo, hi), store.count_ledger(dsn, streams, lo, hi)
+
+
+def replay(
+    settings: Settings,
+    spec: SourceSpec,
+    *,
+    target_dsn: str | None = None,
+    reset: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress_out: TextIO | None = None,
+    wrap_source: Callable[[Iterator[RawEntry]], Iterator[RawEntry]] | None = None,
+) -> ReplaySummary:
+    """Rebuild the paper tables of ``target_dsn`` (default: the configured database) from
+    ``spec``; see the module docstring. ``wrap_source`` lets tests interpose on the entries."""
+    dsn = target_dsn or settings.database_dsn()
+    migrations.verify(dsn)
+    summary = ReplaySummary(source=spec.kind if spec.kind != "file" else f"file:{spec.path}")
+    target = store.ReplayTarget(
+        dsn, group=settings.group, reset=reset, start_balance=settings.start_balance_usdt
+    )
+    target.open()  # refuses here, before any reading, when a worker is connected or rows exist
+    try:
+        entries, total = open_source(settings, spec, skipped=summary.skipped)
+        if wrap_source is not None:
+            entries = wrap_source(entries)
+        progress = Progress(total, out=progress_out)
+        log.info("replay_started", source=summary.source, total=total, reset=reset)
+        started = time.perf_counter()
+        _run(settings, entries, target, summary, progress, chunk_size=chunk_size)
+        target.commit()
+        summary.seconds = time.perf_counter() - started
+        progress.finish()
+    finally:
+        target.close()
+    for name, count in sorted(summary.skipped.items()):
+        log.warning("replay_stream_skipped", stream=name, entries=count)
+    log.info(
+        "replay_finished",
+        source=summary.source,
+        entries=summary.entries,
+        orders=summary.order_events,
+        fills=summary.fill_events,
+        fills_inserted=summary.fills_inserted,
+        dead_lettered=summary.dead_lettered,
+        seconds=round(summary.seconds, 3),
+        entries_per_s=round(summary.entries_per_s),
+    )
+    return summary
+
+
+def _run(
+    settings: Settings,
+    entries: Iterator[RawEntry],
+    target: store.ReplayTarget,
+    summary: ReplaySummary,
+    progress: Progress,
+    *,
+    chunk_size: int,
+) -> None:
+    kinds = stream_kinds(settings)
+    chunk: list[ParsedEntry] = []
+    for entry in entries:
+        summary.entries += 1
+        try:
+            event = parse_raw(kinds, entry)
+        except events.InvalidEventError as exc:
+            _invalid(summary, entry, exc.reason)
+            continue
+        if isinstance(event, events.OrderEvent):
+            summary.order_events += 1
+        elif isinstance(event, events.FillEvent):
+            summary.fill_events += 1
+        else:
+            summary.mark_events += 1
+        chunk.append(ParsedEntry(entry, event))
+        if len(chunk) >= chunk_size:
+            _flush(target, chunk, summary, progress)
+            chunk = []
+    if chunk:
+        _flush(target, chunk, summary, progress)
+
+
+def _invalid(summary: ReplaySummary, entry: RawEntry, reason: str) -> None:
+    summary.invalid.append((entry.key.stream, entry.key.entry_id, reason))
+    log.warning(
+        "replay_entry_invalid", stream=entry.key.stream, entry_id=entry.key.entry_id, reason=reason
+    )
+
+
+def _flush(
+    target: store.ReplayTarget,
+    chunk: list[ParsedEntry],
+    summary: ReplaySummary,
+    progress: Progress,
+) -> None:
+    for result in target.write(chunk):
+        summary.fills_inserted += result.fills_inserted
+        summary.duplicate_fills += result.fills_duplicate
+        for item, reason in result.rejected:
+            summary.rejected.append((item.key.stream, item.key.entry_id, reason))
+            log.warning(
+                "replay_entry_rejected",
+                stream=item.key.stream,
+                entry_id=item.key.entry_id,
+                reason=reason,
+            )
+    summary.chunks += 1
+    progress.advance(len(chunk))
+
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "ExportSummary",
+    "Progress",
+    "ReplaySummary",
+    "SourceSpec",
+    "bound_key",
+    "check_bound",
+    "export",
+    "file_entries",
+    "open_source",
+    "redis_entries",
+    "render_bar",
+    "replay",
+]

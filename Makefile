@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit lint format demo clean
+.PHONY: install test test-unit lint check-deploy format demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict consumer
+
+## The deployment files, without a Docker engine: hadolint on the Dockerfile, compose.yaml against
+## the Compose Specification schema, then tests/unit/test_deploy_files.py (structure, Prometheus, Grafana).
+check-deploy: $(STAMP)
+	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_deploy_files.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -93,7 +93,9 @@ def _build_parser() -> argparse.ArgumentParser:
     actions.add_parser("status", help="list applied and pending migrations")
     actions.add_parser("verify", help="check every expected object exists")
     migrate.set_defaults(handler=_cmd_migrate)
+    _add_status(commands)
     _add_publish_and_demo(commands)
+    _add_replay_and_export(commands)
     return parser
 
 
@@ -215,7 +217,12 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except SchemaNotReadyError as exc:
         log.error("schema_not_ready", error=str(exc))
         return EXIT_ERROR
-    store = PostgresStore(dsn, group=settings.group, archive=args.archive)
+    store = PostgresStore(
+        dsn,
+        group=settings.group,
+        archive=args.archive,
+        start_balance=settings.start_balance_usdt,
+    )
     store.open()
     stream = RedisStream(
         settings.redis_dsn(),
@@ -226,11 +233,14 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         start_id=settings.group_start_id,
     )
     log.info("connecting", database=redact_url(dsn), redis=redact_url(settings.redis_dsn()))
-    worker = Worker(settings, store, stream)
+    monitoring = _start_monitoring(settings, store, stream)
+    worker = Worker(settings, store, stream, monitoring.metrics if monitoring else None)
     try:
         with _stop_on_signals(worker.stop):
             return worker.run(until_idle=args.until_idle)
     finally:
+        if monitoring is not None:
+            monitoring.close()
         stream.close()
         store.close()
 
@@ -311,6 +321,135 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     demo = Demo(options, settings, sys.stdout)
     with _stop_on_signals(demo.stop):
         return demo.run()
+
+
+# --------------------------------------------------------------------------------------------
+# replay and export (consumer/replay.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _stream_id_bound(text: str) -> str:
+    if text in ("-", "+") or re.fullmatch(r"\d+(-\d+)?", text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"give -, +, MS or MS-SEQ, e.g. 1700000000000-0 (got {text!r})"
+    )
+
+
+def _add_replay_and_export(commands: Any) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild the paper tables from Redis, an export file or the ledger (one transaction)",
+        description="Rebuild the paper tables exactly as the live worker would have written them. "
+        "The target must be empty (or use --reset) and no worker may be connected to it.",
+    )
+    replay.add_argument(
+        "--source",
+        choices=["redis", "file", "ledger"],
+        default="redis",
+        help="redis: XRANGE of the configured streams (no consumer group touched); file: an "
+        "archive from `export`; ledger: paper_event_ledger (`run --archive`). Default redis",
+    )
+    replay.add_argument("--file", type=Path, default=None, help="the archive for --source file")
+    replay.add_argument(
+        "--reset",
+        action="store_true",
+        help="empty the paper tables first, in the same transaction (never done silently)",
+    )
+    replay.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="write into this database instead of the configured one (not echoed)",
+    )
+    replay.add_argument(
+        "--chunk-size", type=int, default=None, help="entries per write inside the transaction"
+    )
+    export = commands.add_parser(
+        "export", help="stream a range of the streams to a JSON Lines archive (.gz: gzip)"
+    )
+    export.add_argument(
+        "--stream",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a stream to export (repeatable; default: the configured orders, fills, marks)",
+    )
+    export.add_argument("--out", type=Path, required=True, help="FILE or FILE.gz")
+    for sub in (replay, export):
+        sub.add_argument("--from", dest="start", type=_stream_id_bound, default="-", metavar="ID")
+        sub.add_argument("--to", dest="end", type=_stream_id_bound, default="+", metavar="ID")
+    replay.set_defaults(handler=_cmd_replay)
+    export.set_defaults(handler=_cmd_export)
+
+
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer import replay  # noqa: PLC0415 - keep `--help` fast
+
+    if args.source == "file" and args.file is None:
+        print("paper-consumer: replay --source file needs --file PATH", file=sys.stderr)
+        return EXIT_USAGE
+    summary = replay.replay(
+        settings,
+        replay.SourceSpec(kind=args.source, path=args.file, start=args.start, end=args.end),
+        target_dsn=args.database_url,
+        reset=args.reset,
+        chunk_size=args.chunk_size or replay.DEFAULT_CHUNK_SIZE,
+    )
+    shown = 20
+    for stream, entry_id, reason in [*summary.invalid, *summary.rejected][:shown]:
+        print(f"dead-lettered {stream} {entry_id}: {reason}")
+    if summary.dead_lettered > shown:
+        print(f"... and {summary.dead_lettered - shown} more (see the replay_entry_* log lines)")
+    print(summary.describe())
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer import replay  # noqa: PLC0415 - keep `--help` fast
+
+    streams = args.stream or settings.streams()
+    summary = replay.export(settings.redis_dsn(), streams, args.out, start=args.start, end=args.end)
+    print(summary.describe())
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# status, and the metrics/health endpoint of `run` (consumer/status.py, consumer/metrics.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _add_status(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="group lag, pending entries, dead letters, committed offsets and the last P&L",
+    )
+    status.add_argument("--format", choices=["text", "json"], default="text")
+    status.add_argument("--group", default=None, help="consumer group to inspect (PAPER_GROUP)")
+    status.set_defaults(handler=_cmd_status)
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer import status  # noqa: PLC0415 - keep `--help` fast
+
+    if args.group:
+        settings = settings.model_copy(update={"group": args.group})
+    current = status.gather(settings)
+    if args.format == "json":
+        print_json(current)
+    else:
+        print(status.render(current))
+    return 0
+
+
+def _start_monitoring(settings: Settings, store: Any, stream: Any) -> Any:
+    """Serve /metrics, /healthz and /readyz for ``run`` (None when PAPER_METRICS_PORT=0)."""
+    if not settings.metrics_port:
+        return None
+    from consumer.metrics import start_monitoring  # noqa: PLC0415 - prometheus only for `run`
+
+    # `run` got here only after migrations.verify() passed, hence schema_verified.
+    return start_monitoring(settings, stream, store.ping, schema_verified=True)
 
 
 def _print_lines(lines: Sequence[str]) -> None:

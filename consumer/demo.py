@@ -227,7 +227,11 @@ class _BackgroundWorker:
     """The real worker (as ``paper-consumer run`` builds it), run in a daemon thread."""
 
     def __init__(self, settings: Settings) -> None:
-        self.store = PostgresStore(settings.database_dsn(), group=settings.group)
+        self.store = PostgresStore(
+            settings.database_dsn(),
+            group=settings.group,
+            start_balance=settings.start_balance_usdt,
+        )
         self.stream = RedisStream(
             settings.redis_dsn(),
             streams=settings.streams(),

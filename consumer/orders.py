@@ -89,17 +89,21 @@ def _next_status(current: OrderStatus, new: OrderStatus | None) -> OrderStatus:
 
 
 def _new_order(event: OrderEvent) -> OrderState:
-    missing = [name for name in ("symbol", "side", "quantity") if getattr(event, name) is None]
-    if missing:
+    symbol, side, quantity = event.symbol, event.side, event.quantity
+    if symbol is None or side is None or quantity is None:
+        missing = [
+            name for name, value in (("symbol", symbol), ("side", side), ("quantity", quantity))
+            if value is None
+        ]  # fmt: skip
         raise OrderEventRejectedError(
             f"order {event.order_id!r} has not been seen before and this event lacks "
             f"{', '.join(missing)}, so no order row can be created from it"
         )
     return OrderState(
         order_id=event.order_id,
-        symbol=event.symbol or "",
-        side=event.side or Side.BUY,
-        quantity=event.quantity or Decimal(0),
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
         status=OrderStatus.PENDING,
         created_at=event.timestamp,
         order_type=event.order_type or OrderType.MARKET,

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     group_start_id: str = "0"
 
     # --- Batching and delivery --------------------------------------------------------------
+    # A read asks each stream for at least one entry, so a batch holds at most
+    # max(batch_max_entries, number of streams) entries.
     batch_max_entries: int = Field(default=1000, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=50, ge=0)
     block_ms: int = Field(default=1000, ge=1)

@@ -239,12 +239,16 @@ class Worker:
         limit = self.settings.batch_max_entries
         if self._draining_own_pending:
             return self._retry(
-                "redis", lambda: self.stream.read(count=limit, block_ms=None, pending=True)
+                "redis",
+                lambda: self.stream.read(
+                    count=max(1, limit // len(self.stream.streams)), block_ms=None, pending=True
+                ),
             )
         first = self._read_new(limit, self.settings.block_ms)
         batch = list(first)
         deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
-        while batch and len(batch) < limit and not self.stopping:
+        # Each read asks every stream for at least one entry: stop when that could overflow.
+        while batch and len(batch) + len(self.stream.streams) <= limit and not self.stopping:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
@@ -257,11 +261,16 @@ class Worker:
     def _read_new(self, count: int, block_ms: int) -> list[RawEntry]:
         """XREADGROUP ``>`` exactly once. When it fails, Redis may still have delivered entries
         whose reply was lost: reading ``>`` again would skip past them and break stream order,
-        so the next step re-reads this consumer's own pending entries from ``0`` instead."""
+        so the next step re-reads this consumer's own pending entries from ``0`` instead.
+
+        XREADGROUP's COUNT applies to each stream: ask every stream for its share of ``count``
+        so that one read brings at most ``count`` entries in all (``_collect`` reads again
+        while the batch is short and its wait lasts)."""
+        per_stream = max(1, count // len(self.stream.streams))
         try:
             return self._attempt(
                 "redis",
-                lambda: self.stream.read(count=count, block_ms=block_ms, pending=False),
+                lambda: self.stream.read(count=per_stream, block_ms=block_ms, pending=False),
                 float(self.settings.retry_initial_ms),
             )
         except RedisUnavailableError:

@@ -15,14 +15,17 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
+import psycopg
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
 from pydantic import SecretStr
 
+from consumer import store
 from consumer.settings import Settings
 from tests.support import reference
-from tests.support.pipeline import publish, rows, run_until_idle, snapshot
+from tests.support.pipeline import SNAPSHOT_QUERIES, publish, rows, run_until_idle, snapshot
 
 START = datetime(2026, 11, 20, 21, 5, tzinfo=UTC)
 
@@ -120,6 +123,8 @@ def test_any_delivery_history_ends_in_the_reference_state(history, make_database
             assert client.xpending(stream, base.group)["pending"] == 0
         assert client.xlen(base.dlq_stream) == 0
 
+        _assert_stats_equal_full_reaggregation(base.database_dsn())
+
         # The same streams in one pass, one big batch, into another database: identical rows.
         single = base.model_copy(
             update={"database_url": SecretStr(make_database()), "group": "one-pass",
@@ -142,3 +147,16 @@ def _crash_read(client: redis.Redis, settings: Settings, count: int) -> None:
         {settings.orders_stream: ">", settings.fills_stream: ">"},
         count=count,
     )
+
+
+def _assert_stats_equal_full_reaggregation(dsn: str) -> None:
+    """Recompute every date from scratch (inside a rolled-back transaction) and compare."""
+    stats_query = SNAPSHOT_QUERIES["stats"]
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        kept = conn.execute(stats_query).fetchall()
+        dates = [r["stat_date"] for r in kept]
+        conn.execute("DELETE FROM paper_trading_stats")
+        conn.execute(store.REAGGREGATE_STATS, {"dates": dates})
+        conn.execute(store.REFRESH_CUMULATIVE_PNL, {"from": min(dates)})
+        assert conn.execute(stats_query).fetchall() == kept
+        conn.rollback()

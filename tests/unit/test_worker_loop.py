@@ -67,7 +67,10 @@ def test_batches_are_cut_by_size_and_everything_is_acked(settings, redis_client)
     publish_fills(redis_client, settings, 25)
     store = MemoryStore()
     assert make_worker(settings, redis_client, store).run(until_idle=True) == EXIT_OK
-    assert store.batches == [10, 10, 5]
+    # Cut by size: never above the limit, and (one stream busy, three subscribed) at least
+    # limit - streams + 1 entries while the backlog lasts.
+    assert sum(store.batches) == 25
+    assert all(8 <= size <= 10 for size in store.batches[:-1])
     assert store.state.positions["BTCUSDT"].quantity == D(25)
     assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0
 
@@ -160,3 +163,15 @@ def test_restarted_worker_drains_its_own_pending_entries_first(settings, redis_c
     make_worker(settings, redis_client, store).run(until_idle=True)
     assert store.batches[0] == 2  # the pending ones, on their own, before anything new
     assert len(store.state.fills) == 4
+
+
+def test_a_batch_never_exceeds_the_limit_across_streams(settings, redis_client):
+    for n in range(30):
+        redis_client.xadd(settings.orders_stream, {"order_id": f"o-{n}", "symbol": "BTCUSDT",
+                                                   "side": "BUY", "quantity": "1"})  # fmt: skip
+        redis_client.xadd(settings.fills_stream, fill(n))
+        redis_client.xadd(settings.marks_stream, {"symbol": "BTCUSDT", "price": "101"})
+    store = MemoryStore()
+    make_worker(settings, redis_client, store).run(until_idle=True)
+    assert sum(store.batches) == 90
+    assert max(store.batches) <= settings.batch_max_entries

@@ -96,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_status(commands)
     _add_publish_and_demo(commands)
     _add_replay_and_export(commands)
+    _add_analytics(commands)
     return parser
 
 
@@ -450,6 +451,110 @@ def _start_monitoring(settings: Settings, store: Any, stream: Any) -> Any:
 
     # `run` got here only after migrations.verify() passed, hence schema_verified.
     return start_monitoring(settings, stream, store.ping, schema_verified=True)
+
+
+# --------------------------------------------------------------------------------------------
+# snapshot, report, prune (consumer/report.py, consumer/retention.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _duration(text: str) -> Any:
+    from consumer.report import parse_duration  # noqa: PLC0415 - keep `--help` fast
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {text})")
+    return value
+
+
+def _add_analytics(commands: Any) -> None:
+    snapshot = commands.add_parser("snapshot", help="write a MANUAL P&L snapshot now and print it")
+    snapshot.add_argument("--format", choices=["text", "json"], default="text")
+    snapshot.set_defaults(handler=_cmd_snapshot)
+
+    report = commands.add_parser(
+        "report",
+        help="P&L, per-symbol P&L, win rate, fill rate, slippage, fees and volume of a window",
+    )
+    report.add_argument(
+        "--since", type=_duration, default="7d", help="window: 30m, 24h, 7d, 2w (default 7d)"
+    )
+    report.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    report.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE.png",
+        help="also draw cumulative and per-symbol P&L from the snapshots (needs matplotlib)",
+    )
+    report.set_defaults(handler=_cmd_report)
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete old HOURLY snapshots and old orders that never filled, in small batches",
+    )
+    prune.add_argument("--older-than", type=_duration, required=True, help="age cut-off, e.g. 90d")
+    prune.add_argument(
+        "--batch-size", type=_positive_int, default=5000, help="rows per DELETE (default 5000)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only count what would go")
+    prune.set_defaults(handler=_cmd_prune)
+
+
+def _cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from consumer import report  # noqa: PLC0415 - keep `--help` fast
+
+    written, row = report.take_manual_snapshot(
+        settings.database_dsn(),
+        group=settings.group,
+        start_balance=settings.start_balance_usdt,
+        now=datetime.now(UTC),
+    )
+    if args.format == "json":
+        print_json(row)
+    else:
+        print(report.render_snapshot(row) + ("" if written else "\n(already existed)"))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from consumer import report  # noqa: PLC0415 - keep `--help` fast
+
+    now = datetime.now(UTC)
+    since = now - args.since
+    dsn = settings.database_dsn()
+    summary = report.gather(dsn, since, now)
+    print(report.RENDERERS[args.format](summary).rstrip("\n"))
+    if args.plot is not None:
+        report.draw(report.read_points(dsn, since), args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from consumer import retention  # noqa: PLC0415 - keep `--help` fast
+
+    result = retention.prune(
+        settings.database_dsn(),
+        datetime.now(UTC) - args.older_than,
+        batch_size=args.batch_size,
+        dry_run=args.dry_run,
+    )
+    print(result.describe())
+    return 0
 
 
 def _print_lines(lines: Sequence[str]) -> None:

@@ -54,7 +54,7 @@ from consumer.errors import ReplaySourceError
 from consumer.logs import get_logger
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
-from consumer.worker import entry_order, parse_raw, stream_kinds
+from consumer.worker import dialect_options, entry_order, parse_raw, stream_kinds
 
 Source = Literal["redis", "file", "ledger"]
 
@@ -485,11 +485,12 @@ def _run(
     chunk_size: int,
 ) -> None:
     kinds = stream_kinds(settings)
+    options = dialect_options(settings)
     chunk: list[ParsedEntry] = []
     for entry in entries:
         summary.entries += 1
         try:
-            event = parse_raw(kinds, entry)
+            event = parse_raw(kinds, entry, options)
         except events.InvalidEventError as exc:
             _invalid(summary, entry, exc.reason)
             continue

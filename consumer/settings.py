@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     group: str = "paper-consumer"
     consumer_name: str = Field(default_factory=socket.gethostname)
     group_start_id: str = "0"
+    # The bot appends every execution result to stream.fills AND to stream.order_results (an
+    # audit copy). Off by default: subscribe to one of the two. Reading both is harmless (a
+    # result read twice derives no second fill) but doubles the work.
+    results_stream: str | None = None
 
     # --- Batching and delivery --------------------------------------------------------------
     # A read asks each stream for at least one entry, so a batch holds at most
@@ -127,6 +131,9 @@ class Settings(BaseSettings):
 
     # --- P&L ------------------------------------------------------------------------------
     start_balance_usdt: Decimal | None = Field(default=None, ge=0)
+    # Fee of a fill derived from a bot result that reports no fee_amount, as a fraction of the
+    # notional (0.001 = 0.1 %): PAPER_BOT_DEFAULT_FEE_RATE.
+    bot_default_fee_rate: Decimal = Field(default=Decimal(0), ge=0, lt=1)
 
     # --- Logs -------------------------------------------------------------------------------
     log_format: LogFormat = "auto"
@@ -154,10 +161,16 @@ class Settings(BaseSettings):
         auth = quote(self.postgres_user, safe="")
         if password:
             auth += ":" + quote(password, safe="")
-        dsn = f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+        database = quote(self.postgres_db, safe="")
+        query: list[str] = []
+        if self.postgres_host.startswith("/"):  # a unix-socket directory, as libpq accepts
+            dsn = f"postgresql://{auth}@/{database}"
+            query += [f"host={quote(self.postgres_host)}", f"port={self.postgres_port}"]
+        else:
+            dsn = f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/{database}"
         if self.postgres_sslmode:
-            dsn += f"?sslmode={quote(self.postgres_sslmode)}"
-        return dsn
+            query.append(f"sslmode={quote(self.postgres_sslmode)}")
+        return dsn + ("?" + "&".join(query) if query else "")
 
     def redis_dsn(self) -> str:
         """The Redis URL: REDIS_URL, else one built from REDIS_HOST/PORT/DB/PASSWORD."""
@@ -171,6 +184,8 @@ class Settings(BaseSettings):
     def streams(self) -> list[str]:
         """Every stream the worker subscribes to, in a fixed order."""
         names = [self.orders_stream, self.fills_stream]
+        if self.results_stream:
+            names.append(self.results_stream)
         if self.marks_stream:
             names.append(self.marks_stream)
         return names

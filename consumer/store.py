@@ -26,7 +26,7 @@ import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -36,6 +36,13 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from consumer import accounting, snapshots
+from consumer.dialect import (
+    OrderRequestEvent,
+    OrderResultEvent,
+    derive_fill,
+    is_request_row,
+    merge_request,
+)
 from consumer.errors import (
     DatabaseUnavailableError,
     RejectedByDatabaseError,
@@ -64,6 +71,30 @@ FROM paper_orders
 WHERE order_id = ANY(%(ids)s::varchar[])
 ORDER BY order_id
 FOR UPDATE
+"""
+
+# The same, also finding rows by client id: the bot's request and result meet through it
+# (bot-dialect.md). One statement, so the rows are locked in one order (order_id).
+SELECT_ORDERS_AND_CLIENTS_FOR_UPDATE = """
+SELECT order_id, client_id, symbol, side, order_type, quantity, price, filled_quantity,
+       filled_price, status, slippage_pct, fees_usdt, fee_type, created_at, submitted_at,
+       filled_at, rejection_reason, error_message, metadata::text AS metadata
+FROM paper_orders
+WHERE order_id = ANY(%(ids)s::varchar[]) OR client_id = ANY(%(client_ids)s::varchar[])
+ORDER BY order_id
+FOR UPDATE
+"""
+
+# A bot request row (keyed by its client id, no fills yet) takes its result's order id.
+REKEY_ORDERS = """
+UPDATE paper_orders AS o SET order_id = r.new_id, updated_at = now()
+FROM unnest(%(old_ids)s::varchar[], %(new_ids)s::varchar[]) AS r(old_id, new_id)
+WHERE o.order_id = r.old_id
+"""
+
+# A bot request row merged into its result's existing row (it has no fills to cascade).
+DELETE_MERGED_REQUESTS = """
+DELETE FROM paper_orders WHERE order_id = ANY(%(ids)s::varchar[]) AND filled_quantity = 0
 """
 
 UPSERT_ORDERS = """
@@ -657,19 +688,42 @@ def _write_orders_and_fills(
     items: Sequence[ParsedEntry],
     result: BatchResult,
     stat_dates: set[date],
-) -> dict[int, Side]:
-    """Steps 1 and 2. Returns the side of each fill inserted now, keyed by ``id()`` of its item."""
+) -> dict[int, tuple[FillEvent, Side]]:
+    """Steps 1 and 2. Returns each fill inserted now (a published fill, or one derived from a
+    bot result) with its side, keyed by ``id()`` of the item that carried it."""
     order_ids = sorted(
         {i.event.order_id for i in items if isinstance(i.event, OrderEvent | FillEvent)}
     )
-    stored = {
-        row["order_id"]: _order_from_row(row)
-        for row in conn.execute(SELECT_ORDERS_FOR_UPDATE, {"ids": order_ids}).fetchall()
-    }
+    client_ids = sorted(
+        {
+            i.event.client_id
+            for i in items
+            if isinstance(i.event, OrderRequestEvent | OrderResultEvent) and i.event.client_id
+        }
+    )
+    if client_ids:
+        params: dict[str, Any] = {"ids": order_ids, "client_ids": client_ids}
+        rows = conn.execute(SELECT_ORDERS_AND_CLIENTS_FOR_UPDATE, params).fetchall()
+    else:
+        rows = conn.execute(SELECT_ORDERS_FOR_UPDATE, {"ids": order_ids}).fetchall()
+    stored = {row["order_id"]: _order_from_row(row) for row in rows}
     # A placeholder's created_at can move to another date: the old date is touched too.
     stat_dates.update(_utc_date(order.created_at) for order in stored.values())
     current: dict[str, OrderState] = dict(stored)
-    fills, placeholder_ids = _fold_in_stream_order(items, current, result)
+    fold = _fold_in_stream_order(items, current, result)
+
+    # Stored bot request rows linked to their result: re-keyed, or merged into its row.
+    rekeyed = {old: new for old, new in fold.moved.items() if new is not None}
+    merged = sorted(old for old, new in fold.moved.items() if new is None)
+    if rekeyed:
+        olds = sorted(rekeyed)
+        conn.execute(REKEY_ORDERS, {"old_ids": olds, "new_ids": [rekeyed[o] for o in olds]})
+        for old, new in rekeyed.items():
+            stored[new] = replace(stored.pop(old), order_id=new)
+    if merged:
+        conn.execute(DELETE_MERGED_REQUESTS, {"ids": merged})
+        for old in merged:
+            del stored[old]
 
     changed = sorted(
         (o for oid, o in current.items() if stored.get(oid) != o), key=lambda o: o.order_id
@@ -679,37 +733,97 @@ def _write_orders_and_fills(
         result.orders_written += len(changed)
         stat_dates.update(_utc_date(o.created_at) for o in changed)
 
-    if not fills:
+    if not fold.fills:
         return {}
-    cursor = conn.execute(INSERT_FILLS, _fill_params([(f, s) for _, f, s in fills]))
+    cursor = conn.execute(INSERT_FILLS, _fill_params([(f, s) for _, f, s in fold.fills]))
     inserted = {row["fill_id"] for row in cursor.fetchall()}
     result.fills_inserted += len(inserted)
-    result.fills_duplicate += len(fills) - len(inserted)
-    if placeholder_ids:
+    result.fills_duplicate += len(fold.fills) - len(inserted)
+    if fold.placeholder_ids:
         conn.execute(
             RESIZE_PLACEHOLDERS,
-            {"ids": sorted(placeholder_ids), "placeholder_key": PLACEHOLDER_KEY},
+            {"ids": sorted(fold.placeholder_ids), "placeholder_key": PLACEHOLDER_KEY},
         )
-    return {id(item): side for item, fill, side in fills if fill.fill_id in inserted}
+    return {id(item): (fill, side) for item, fill, side in fold.fills if fill.fill_id in inserted}
+
+
+@dataclass
+class _Fold:
+    """What one pass over a batch decided (see ``_fold_in_stream_order``)."""
+
+    fills: list[tuple[ParsedEntry, FillEvent, Side]] = field(default_factory=list)
+    placeholder_ids: set[str] = field(default_factory=set)
+    # Stored rows that left their key: bot request rows re-keyed to their result's order id
+    # (old -> new), or merged into the result's existing row (old -> None).
+    moved: dict[str, str | None] = field(default_factory=dict)
+
+
+class _Book:
+    """The batch's orders by order id, with an index by client id kept in step."""
+
+    def __init__(self, current: dict[str, OrderState]) -> None:
+        self.rows = current
+        self.stored = frozenset(current)
+        self.by_client: dict[str, set[str]] = {}
+        for state in current.values():
+            self._index(state)
+
+    def _index(self, state: OrderState) -> None:
+        if state.client_id is not None:
+            self.by_client.setdefault(state.client_id, set()).add(state.order_id)
+
+    def put(self, state: OrderState) -> None:
+        self.rows[state.order_id] = state
+        self._index(state)
+
+    def pop(self, order_id: str) -> OrderState:
+        state = self.rows.pop(order_id)
+        if state.client_id is not None:
+            self.by_client.get(state.client_id, set()).discard(order_id)
+        return state
+
+    def request_row(self, client_id: str) -> OrderState | None:
+        """The row still standing for the bot request ``client_id`` alone, if any."""
+        state = self.rows.get(client_id)
+        return state if state is not None and is_request_row(state) else None
+
+    def for_client(self, client_id: str) -> OrderState | None:
+        """The row a bot request with ``client_id`` belongs to: the row keyed by it, else the
+        first (by order id) of the rows carrying it."""
+        if client_id in self.rows:
+            return self.rows[client_id]
+        ids = sorted(self.by_client.get(client_id, ()))
+        return self.rows[ids[0]] if ids else None
 
 
 def _fold_in_stream_order(
     items: Sequence[ParsedEntry],
     current: dict[str, OrderState],
     result: BatchResult,
-) -> tuple[list[tuple[ParsedEntry, FillEvent, Side]], set[str]]:
+) -> _Fold:
     """Fold order events into ``current`` and resolve fills, one entry at a time in stream
     order, so every decision sees exactly what a batch ending just before it would have stored
     (the result does not depend on batch boundaries). Fills are de-duplicated inside the batch
-    (first wins); a fill whose order is unknown gets a placeholder order."""
+    (first wins); a fill whose order is unknown gets a placeholder order. The bot's requests
+    and results meet through their client id in either order, and a result derives one fill
+    from the growth of its cumulative filled quantity (bot-dialect.md)."""
     seen: set[str] = set()
-    fills: list[tuple[ParsedEntry, FillEvent, Side]] = []
-    placeholder_ids: set[str] = set()
+    fold = _Fold()
+    book = _Book(current)
     for item in items:
         event = item.event
+        if isinstance(event, OrderRequestEvent):
+            _fold_request(book, event, item, result)
+            continue
+        if isinstance(event, OrderResultEvent):
+            derived = _fold_result(book, event, item, result, fold)
+            if derived is not None and derived.fill_id not in seen:
+                seen.add(derived.fill_id)
+                fold.fills.append((item, derived, derived.side or book.rows[event.order_id].side))
+            continue
         if isinstance(event, OrderEvent):
             try:
-                current[event.order_id] = apply_order_event(current.get(event.order_id), event)
+                book.put(apply_order_event(current.get(event.order_id), event))
             except OrderEventRejectedError as exc:
                 result.rejected.append((item, str(exc)))
             continue
@@ -731,27 +845,78 @@ def _fold_in_stream_order(
             continue
         seen.add(event.fill_id)
         if order is None:
-            current[event.order_id] = placeholder_from_fill(event, side)
+            book.put(placeholder_from_fill(event, side))
         if current[event.order_id].is_placeholder:
-            placeholder_ids.add(event.order_id)
-        fills.append((item, event, side))
-    return fills, placeholder_ids
+            fold.placeholder_ids.add(event.order_id)
+        fold.fills.append((item, event, side))
+    return fold
+
+
+def _fold_request(
+    book: _Book, event: OrderRequestEvent, item: ParsedEntry, result: BatchResult
+) -> None:
+    """A bot request: fills in the row its result already made (found by client id; the
+    request time becomes its ``created_at``), else stands as a PENDING row under its client
+    id."""
+    client_id = event.client_id or event.order_id
+    state = book.for_client(client_id)
+    if state is not None and state.order_id != event.order_id:
+        event = event.model_copy(update={"order_id": state.order_id, "status": None})
+    try:
+        book.put(apply_order_event(state, event))
+    except OrderEventRejectedError as exc:  # pragma: no cover - a request has what a row needs
+        result.rejected.append((item, str(exc)))
+
+
+def _fold_result(
+    book: _Book, event: OrderResultEvent, item: ParsedEntry, result: BatchResult, fold: _Fold
+) -> FillEvent | None:
+    """A bot result: links its request row (by client id) to its order id, folds the order
+    event in, and returns the fill derived from the growth of ``filled_quantity``, if any."""
+    state = book.rows.get(event.order_id)
+    client_id = event.client_id
+    request = (
+        book.request_row(client_id)
+        if client_id is not None and client_id != event.order_id
+        else None
+    )
+    if request is not None and client_id is not None:
+        book.pop(client_id)
+        if client_id in book.stored and client_id not in fold.moved:
+            fresh = state is None and event.order_id not in book.stored
+            fold.moved[client_id] = event.order_id if fresh else None
+        state = merge_request(state, request, event.order_id)
+    try:
+        after = apply_order_event(state, event)
+    except OrderEventRejectedError as exc:
+        if request is not None:  # not applied: the request row stays as it was
+            book.put(request)
+            fold.moved.pop(request.order_id, None)
+        result.rejected.append((item, str(exc)))
+        return None
+    derived = derive_fill(state, after, event)
+    if derived is None:
+        book.put(after)
+        return None
+    fill, after = derived
+    book.put(after)
+    return fill
 
 
 def _move_positions(
     conn: psycopg.Connection[dict[str, Any]],
     items: Sequence[ParsedEntry],
-    new_fill_sides: dict[int, Side],
+    new_fills: dict[int, tuple[FillEvent, Side]],
     result: BatchResult,
     stat_dates: set[date],
 ) -> None:
     """Step 3: apply the fills inserted now and the marks, interleaved in stream order."""
-    steps: list[tuple[FillEvent | MarkEvent, Side | None]] = [
-        (i.event, new_fill_sides.get(id(i)))
-        for i in items
-        if isinstance(i.event, FillEvent | MarkEvent)
-        and (isinstance(i.event, MarkEvent) or id(i) in new_fill_sides)
-    ]
+    steps: list[tuple[FillEvent | MarkEvent, Side | None]] = []
+    for i in items:
+        if id(i) in new_fills:
+            steps.append(new_fills[id(i)])
+        elif isinstance(i.event, MarkEvent):
+            steps.append((i.event, None))
     symbols = sorted({event.symbol for event, _ in steps})
     if not symbols:
         return
@@ -1104,3 +1269,131 @@ def read_status(dsn: str, group: str, *, connect_timeout_s: float = 5.0) -> dict
         "last_snapshot": snapshot,
         "total_pnl_usdt": total["total_pnl_usdt"] if total else None,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Analytics queries: `paper-consumer snapshot`, `report` (consumer/report.py) and `prune`
+# (consumer/retention.py). Read-only except the prune DELETEs; run on short-lived connections of
+# their own. Every window is `column >= %(since)s` with no upper bound.
+# --------------------------------------------------------------------------------------------
+
+SELECT_SNAPSHOT = """
+SELECT snapshot_time, snapshot_type, total_pnl_usdt, realized_pnl_usdt, unrealized_pnl_usdt,
+       balance_usdt, equity_usdt, total_trades, winning_trades, losing_trades, win_rate,
+       total_volume_usdt, total_fees_usdt, symbol_pnl
+FROM paper_pnl_snapshots
+WHERE snapshot_time = %(time)s AND snapshot_type = %(type)s
+"""
+
+# Per symbol: P&L now (positions; unrealized of open positions only, as get_paper_total_pnl),
+# realized P&L caused by fills in the window, closed round trips in the window, orders created
+# in the window (fill rate as get_paper_fill_rate: FILLED, PARTIAL or PARTIALLY_FILLED), and
+# volume and fees of the fills in the window.
+_REPORT_PARTS = """
+pos AS (
+    SELECT {key} coalesce(sum(quantity), 0) AS position_quantity,
+           coalesce(sum(realized_pnl_usdt), 0) AS realized_pnl_usdt,
+           coalesce(sum(unrealized_pnl_usdt) FILTER (WHERE closed_at IS NULL), 0)
+               AS unrealized_pnl_usdt
+    FROM paper_positions {group}),
+trips AS (
+    SELECT {key} count(*) AS trades,
+           count(*) FILTER (WHERE realized_pnl_usdt > 0) AS winning_trades,
+           count(*) FILTER (WHERE realized_pnl_usdt < 0) AS losing_trades
+    FROM paper_round_trips WHERE closed_at >= %(since)s {group}),
+pnl AS (
+    SELECT {key} coalesce(sum(realized_pnl_usdt), 0) AS window_realized_pnl_usdt
+    FROM paper_fill_pnl WHERE filled_at >= %(since)s {group}),
+orders AS (
+    SELECT {key} count(*) AS orders,
+           count(*) FILTER (WHERE status IN ('FILLED', 'PARTIAL', 'PARTIALLY_FILLED'))
+               AS filled_orders,
+           round(avg(slippage_pct), 6) AS avg_slippage_pct
+    FROM paper_orders WHERE created_at >= %(since)s {group}),
+fills AS (
+    SELECT {key} count(*) AS fills, coalesce(sum(quantity * price), 0) AS volume_usdt,
+           coalesce(sum(fees_usdt), 0) AS fees_usdt
+    FROM paper_fills WHERE filled_at >= %(since)s {group})
+"""
+
+_REPORT_COLUMNS = """
+       coalesce(pos.position_quantity, 0) AS position_quantity,
+       coalesce(pos.realized_pnl_usdt, 0) AS realized_pnl_usdt,
+       coalesce(pos.unrealized_pnl_usdt, 0) AS unrealized_pnl_usdt,
+       coalesce(pos.realized_pnl_usdt, 0) + coalesce(pos.unrealized_pnl_usdt, 0)
+           AS total_pnl_usdt,
+       coalesce(pnl.window_realized_pnl_usdt, 0) AS window_realized_pnl_usdt,
+       coalesce(trips.trades, 0) AS trades,
+       coalesce(trips.winning_trades, 0) AS winning_trades,
+       coalesce(trips.losing_trades, 0) AS losing_trades,
+       round(trips.winning_trades::numeric / nullif(trips.trades, 0), 4) AS win_rate,
+       coalesce(orders.orders, 0) AS orders,
+       coalesce(orders.filled_orders, 0) AS filled_orders,
+       round(orders.filled_orders::numeric / nullif(orders.orders, 0), 4) AS fill_rate,
+       orders.avg_slippage_pct,
+       coalesce(fills.fills, 0) AS fills,
+       coalesce(fills.volume_usdt, 0) AS volume_usdt,
+       coalesce(fills.fees_usdt, 0) AS fees_usdt
+"""
+
+REPORT_BY_SYMBOL = (
+    "WITH "
+    + _REPORT_PARTS.format(key="symbol,", group="GROUP BY symbol")
+    + "SELECT symbol,"
+    + _REPORT_COLUMNS
+    + "FROM pos FULL JOIN trips USING (symbol) FULL JOIN pnl USING (symbol)"
+    + " FULL JOIN orders USING (symbol) FULL JOIN fills USING (symbol)\nORDER BY symbol\n"
+)
+
+REPORT_TOTALS = (
+    "WITH "
+    + _REPORT_PARTS.format(key="", group="")
+    + "SELECT get_paper_total_pnl() AS total_pnl_now_usdt,"
+    + _REPORT_COLUMNS
+    + "FROM pos, trips, pnl, orders, fills\n"
+)
+
+# One point per snapshot time (an HOURLY and a DAILY row at midnight hold the same state).
+SELECT_PLOT_SNAPSHOTS = """
+SELECT DISTINCT ON (snapshot_time) snapshot_time, snapshot_type, total_pnl_usdt,
+       realized_pnl_usdt, unrealized_pnl_usdt, symbol_pnl
+FROM paper_pnl_snapshots
+WHERE snapshot_time >= %(since)s
+ORDER BY snapshot_time, snapshot_type
+"""
+
+# Retention (`paper-consumer prune`; the rules are in sql/schema/paper_trading_erd.md). Each
+# DELETE removes at most %(limit)s rows picked by ctid and is run in its own short transaction;
+# for orders, SKIP LOCKED leaves rows a worker holds (its batch locks the orders it touches) to a
+# later run.
+# Old HOURLY snapshots: nothing is derived from snapshots; DAILY and MANUAL ones are kept.
+_PRUNABLE_SNAPSHOTS = """
+FROM paper_pnl_snapshots
+WHERE snapshot_type = 'HOURLY' AND snapshot_time < %(cutoff)s
+"""
+
+# Orders that never had a fill and never will: created before the cutoff, in a final status
+# without execution. Fills are never pruned: they are the record that keeps a redelivered fill
+# from moving a position twice, and snapshots add volume and fees since start from them.
+_PRUNABLE_ORDERS = """
+FROM paper_orders AS o
+WHERE o.created_at < %(cutoff)s
+  AND o.status IN ('REJECTED', 'CANCELLED', 'FAILED')
+  AND NOT EXISTS (SELECT 1 FROM paper_fills AS f WHERE f.order_id = o.order_id)
+"""
+
+COUNT_PRUNABLE_SNAPSHOTS = "SELECT count(*) AS n" + _PRUNABLE_SNAPSHOTS
+COUNT_PRUNABLE_ORDERS = "SELECT count(*) AS n" + _PRUNABLE_ORDERS
+
+# Snapshots are only ever inserted, so nothing to skip; and FOR UPDATE would need UPDATE, which
+# claire_user does not have on paper_pnl_snapshots.
+PRUNE_SNAPSHOTS = (
+    "DELETE FROM paper_pnl_snapshots WHERE ctid IN (SELECT ctid"
+    + _PRUNABLE_SNAPSHOTS
+    + "LIMIT %(limit)s)"
+)
+PRUNE_ORDERS = (
+    "DELETE FROM paper_orders WHERE ctid IN (SELECT o.ctid"
+    + _PRUNABLE_ORDERS
+    + "LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED)"
+)

@@ -13,7 +13,7 @@ refuses is a bug or a misconfiguration and propagates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -114,15 +114,43 @@ class RedisStream:
                     if "BUSYGROUP" not in str(exc):
                         raise
 
-    def read(self, *, count: int, block_ms: int | None, pending: bool) -> list[RawEntry]:
-        """XREADGROUP from every stream: new entries, or (``pending``) our own unacked ones."""
-        start = "0" if pending else ">"
+    def eviction_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy``, or None when it cannot be read (CONFIG is commonly
+        forbidden by an ACL or renamed on managed servers)."""
+        with _translated(self._url):
+            try:
+                reply = self._client.config_get("maxmemory-policy")
+            except ResponseError:  # NOPERM, unknown command
+                return None
+        pairs = reply.items() if isinstance(reply, dict) else ()
+        for name, value in pairs:
+            if _text(name).lower() == "maxmemory-policy" and value is not None:
+                return _text(value).strip().lower()
+        return None
+
+    def read(
+        self,
+        *,
+        count: int,
+        block_ms: int | None,
+        pending: bool,
+        after: Mapping[str, str] | None = None,
+        streams: Sequence[str] | None = None,
+    ) -> list[RawEntry]:
+        """XREADGROUP from ``streams`` (default: all): new entries, or (``pending``) our own
+        unacked ones with ids above ``after[stream]`` (default ``0``: from the start of our
+        pending list). ``count`` applies to each stream."""
+        names = list(streams) if streams is not None else self.streams
+        if pending:
+            starts = {name: (after or {}).get(name, "0") for name in names}
+        else:
+            starts = dict.fromkeys(names, ">")
         with _translated(self._url):
             try:
                 reply: Any = self._client.xreadgroup(
                     self.group,
                     self.consumer,
-                    dict.fromkeys(self.streams, start),
+                    starts,  # type: ignore[arg-type]
                     count=count,
                     block=None if pending else block_ms,
                 )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from consumer import events
+from consumer import dialect, events
 from consumer.errors import (
     DatabaseUnavailableError,
     RedisUnavailableError,
@@ -85,6 +85,8 @@ def stream_kinds(settings: Settings) -> dict[str, events.EventKind]:
         settings.orders_stream: "order",
         settings.fills_stream: "fill",
     }
+    if settings.results_stream:
+        kinds[settings.results_stream] = "fill"  # the bot's audit copy of its results
     if settings.marks_stream:
         kinds[settings.marks_stream] = "mark"
     return kinds
@@ -101,10 +103,37 @@ def entry_order(streams: Sequence[str]) -> Callable[[RawEntry], tuple[int, int, 
     return key
 
 
-def parse_raw(kinds: dict[str, events.EventKind], entry: RawEntry) -> events.Event:
-    """Validate ``entry`` as its stream's kind (``InvalidEventError`` when it is not valid)."""
+def merge_point(
+    more: dict[str, EntryKey], order: Callable[[RawEntry], tuple[int, int, int]]
+) -> tuple[int, int, int] | None:
+    """How far a multi-stream read is complete in stream order.
+
+    XREADGROUP's COUNT truncates each stream separately, so a read can hold entries of stream A
+    up to id 900 but of stream B only up to 500 (B has more). Processing A's 501–900 now would
+    put them before B's 501–900, which a differently cut read would not. Only entries up to the
+    smallest last id of the streams that may hold more are complete; ``None``: all are.
+    """
+    if not more:
+        return None
+    return min(order(RawEntry(key, {})) for key in more.values())
+
+
+def parse_raw(
+    kinds: dict[str, events.EventKind],
+    entry: RawEntry,
+    options: dialect.DialectOptions | None = None,
+) -> events.Event:
+    """Validate ``entry`` as its stream's kind (``InvalidEventError`` when it is not valid).
+    The trading bot's own messages are translated into the internal events (``dialect.py``)."""
     kind = kinds.get(entry.key.stream, "order")
-    return events.parse_entry(kind, entry.fields, entry.key.entry_id)
+    try:
+        return events.parse_entry(kind, entry.fields, entry.key.entry_id)
+    except events.UnsupportedDialectError as exc:
+        return dialect.translate(exc, entry.key.entry_id, options)
+
+
+def dialect_options(settings: Settings) -> dialect.DialectOptions:
+    return dialect.DialectOptions(default_fee_rate=settings.bot_default_fee_rate)
 
 
 class Worker:
@@ -129,8 +158,12 @@ class Worker:
         self._outage: dict[str, bool] = {"postgres": False, "redis": False}
         self._lag_checked_at = float("-inf")
         self._next_tick = 0.0
+        self._carry: list[RawEntry] = []  # read, pending, not yet processed (stream order)
+        self._last_read: list[RawEntry] = []
+        self._pending_cursor: dict[str, str] = {}
         self._last_lag: int | None = None
         self._kinds = stream_kinds(settings)
+        self._dialect = dialect_options(settings)
         self.log = get_logger(component="worker", consumer=settings.consumer_name)
 
     # -- control --------------------------------------------------------------------------------
@@ -150,6 +183,7 @@ class Worker:
     def run(self, *, until_idle: bool = False) -> int:
         """Consume until ``stop()`` (or, with ``until_idle``, until the streams are drained)."""
         self._retry("redis", self.stream.ensure_groups)
+        self._check_eviction_policy()
         self.log.info(
             "worker_started",
             streams=self.stream.streams,
@@ -175,6 +209,29 @@ class Worker:
         )
         return EXIT_OK
 
+    def _check_eviction_policy(self) -> None:
+        """Warn when Redis may evict the streams: under memory pressure an ``allkeys-*`` policy
+        evicts any key, a whole stream (entries never read) included. ``volatile-*`` policies
+        evict only keys with a TTL, and streams have none; ``noeviction`` refuses writes."""
+        try:
+            policy = self.stream.eviction_policy()
+        except RedisUnavailableError as exc:
+            policy, reason = None, str(exc)
+        else:
+            reason = "CONFIG GET is not allowed for this Redis user (ACL)"
+        if policy is None:
+            self.log.warning("redis_eviction_policy_unchecked", reason=reason)
+        elif policy.startswith("allkeys-"):
+            self.log.warning(
+                "redis_eviction_policy_can_evict_streams",
+                policy=policy,
+                detail=(
+                    f"maxmemory-policy {policy} may evict any key under memory pressure, the "
+                    "streams included (entries not yet read would be lost); volatile-* policies "
+                    "only evict keys with a TTL (streams have none): set noeviction"
+                ),
+            )
+
     def _drained(self) -> bool:
         return not self._draining_own_pending and (
             self._retry("redis", self.stream.pending_count) == 0
@@ -183,12 +240,12 @@ class Worker:
     def _step(self) -> bool:
         """Collect and process one batch; return whether there was anything to do."""
         batch = self._claim_if_due()
-        if not batch and not self._draining_own_pending:
+        if not batch and not self._draining_own_pending and not self._carry:
             # Order gate: never read past entries that are pending but not in hand (a read
             # whose reply was lost, or a dead consumer's batch): positions need stream order.
             owners = self._retry("redis", self.stream.pending_owners)
             if owners.get(self.stream.consumer):
-                self._draining_own_pending = True
+                self._start_draining()
             elif owners:
                 self._next_claim = 0.0
                 batch = self._claim_if_due()
@@ -198,7 +255,7 @@ class Worker:
         if not batch:
             batch = self._collect()
         if not batch:
-            if self._draining_own_pending:
+            if self._draining_own_pending and not self._carry:
                 self._draining_own_pending = False
                 return True
             self._tick_if_due()
@@ -235,47 +292,114 @@ class Worker:
         return claimed
 
     def _collect(self) -> list[RawEntry]:
-        """Read up to ``batch_max_entries`` within ``batch_max_wait_ms`` of the first entry."""
+        """Read up to ``batch_max_entries`` within ``batch_max_wait_ms`` of the first entry,
+        and keep only what is complete in stream order (see ``merge_point``); the rest stays
+        in hand (``_carry``) for the next batch. Entries in hand are pending in Redis, so a
+        crash loses nothing: they are re-read first on restart.
+
+        Reads go to the streams that are behind (those holding the merge point, and those
+        with nothing in hand), so one busy stream cannot run ahead and starve the batch."""
         limit = self.settings.batch_max_entries
-        if self._draining_own_pending:
-            return self._retry(
+        pending = self._draining_own_pending
+        batch, self._carry = self._carry, []
+        # A stream with entries in hand may hold more after them.
+        more: dict[str, EntryKey] = {entry.key.stream: entry.key for entry in batch}
+        first_block = None if batch or pending else self.settings.block_ms
+        batch += self._read_tracked(more, limit - len(batch), first_block, pending=pending)
+        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        while batch and not self.stopping:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            behind = self._behind(more)
+            # Each read asks every stream it names for one entry at least: never overflow.
+            if remaining_ms <= 0 or len(batch) + len(behind) > limit:
+                break
+            block_ms = None if pending else remaining_ms
+            if not self._read_tracked(more, limit - len(batch), block_ms, pending=pending):
+                break
+            batch += self._last_read
+        in_order = self._keep_ordered(batch, more)
+        if self._draining_own_pending and not pending:
+            self._carry = []  # a read failed: the pending list is re-read from 0
+        return in_order
+
+    def _behind(self, more: dict[str, EntryKey]) -> list[str]:
+        """Streams worth reading now: drained ones (new entries may have come) and the ones
+        whose last read id is the merge point."""
+        order = entry_order(self.stream.streams)
+        point = merge_point(more, order)
+        return [
+            name
+            for name in self.stream.streams
+            if name not in more or order(RawEntry(more[name], {})) == point
+        ]
+
+    def _read_tracked(
+        self, more: dict[str, EntryKey], count: int, block_ms: int | None, *, pending: bool
+    ) -> list[RawEntry]:
+        """One read of the streams that are behind; record in ``more`` each stream that may
+        hold entries beyond what was read (it filled its share), keyed to its last id."""
+        names = self._behind(more)
+        per_stream = max(1, count // len(names))
+        if pending:
+            entries = self._retry(
                 "redis",
                 lambda: self.stream.read(
-                    count=max(1, limit // len(self.stream.streams)), block_ms=None, pending=True
+                    count=per_stream,
+                    block_ms=None,
+                    pending=True,
+                    after=self._pending_cursor,
+                    streams=names,
                 ),
             )
-        first = self._read_new(limit, self.settings.block_ms)
-        batch = list(first)
-        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
-        # Each read asks every stream for at least one entry: stop when that could overflow.
-        while batch and len(batch) + len(self.stream.streams) <= limit and not self.stopping:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                break
-            more = self._read_new(limit - len(batch), remaining_ms)
-            if not more:
-                break
-            batch.extend(more)
-        return batch
+        else:
+            entries = self._read_new(per_stream, block_ms, names)
+        last: dict[str, EntryKey] = {}
+        counts: dict[str, int] = {}
+        for entry in entries:
+            last[entry.key.stream] = entry.key
+            counts[entry.key.stream] = counts.get(entry.key.stream, 0) + 1
+        for name in names:
+            if counts.get(name, 0) >= per_stream:
+                more[name] = last[name]
+            else:
+                more.pop(name, None)
+            if pending and name in last:
+                self._pending_cursor[name] = last[name].entry_id
+        self._last_read = entries
+        return entries
 
-    def _read_new(self, count: int, block_ms: int) -> list[RawEntry]:
+    def _keep_ordered(self, batch: list[RawEntry], more: dict[str, EntryKey]) -> list[RawEntry]:
+        order = entry_order(self.stream.streams)
+        point = merge_point(more, order)
+        if point is None:
+            return batch
+        now = [e for e in batch if order(e) <= point]
+        self._carry = [e for e in batch if order(e) > point]
+        return now
+
+    def _read_new(self, count: int, block_ms: int | None, streams: Sequence[str]) -> list[RawEntry]:
         """XREADGROUP ``>`` exactly once. When it fails, Redis may still have delivered entries
         whose reply was lost: reading ``>`` again would skip past them and break stream order,
         so the next step re-reads this consumer's own pending entries from ``0`` instead.
-
-        XREADGROUP's COUNT applies to each stream: ask every stream for its share of ``count``
-        so that one read brings at most ``count`` entries in all (``_collect`` reads again
-        while the batch is short and its wait lasts)."""
-        per_stream = max(1, count // len(self.stream.streams))
+        ``count`` applies to each stream."""
         try:
             return self._attempt(
                 "redis",
-                lambda: self.stream.read(count=per_stream, block_ms=block_ms, pending=False),
+                lambda: self.stream.read(
+                    count=count, block_ms=block_ms, pending=False, streams=streams
+                ),
                 float(self.settings.retry_initial_ms),
             )
         except RedisUnavailableError:
-            self._draining_own_pending = True
+            self._start_draining()
             return []
+
+    def _start_draining(self) -> None:
+        """Re-read our own pending entries from the start (in order); what was in hand is in
+        that list too, so it is dropped here rather than processed twice."""
+        self._draining_own_pending = True
+        self._pending_cursor = {}
+        self._carry = []
 
     # -- one batch --------------------------------------------------------------------------------
 
@@ -315,7 +439,7 @@ class Worker:
         self.observer.batch_committed(batch, parsed, dead, results, time.perf_counter() - started)
 
     def _parse(self, entry: RawEntry) -> events.Event:
-        return parse_raw(self._kinds, entry)
+        return parse_raw(self._kinds, entry, self._dialect)
 
     def _poison_reason(self, entry: RawEntry) -> str | None:
         if entry.deliveries > self.settings.max_deliveries:

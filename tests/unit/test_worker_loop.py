@@ -175,3 +175,38 @@ def test_a_batch_never_exceeds_the_limit_across_streams(settings, redis_client):
     make_worker(settings, redis_client, store).run(until_idle=True)
     assert sum(store.batches) == 90
     assert max(store.batches) <= settings.batch_max_entries
+
+
+def test_entries_are_applied_in_stream_order_across_streams_whatever_the_cut(
+    settings, redis_client
+):
+    """COUNT truncates each stream separately; nothing past the shorter stream is applied early."""
+    ids = []
+    for n in range(12):  # orders at ms 1..12, fills at ms 1, 5, 9 only: uneven streams
+        ids.append(redis_client.xadd(settings.orders_stream, {
+            "order_id": f"o-{n}", "symbol": "BTCUSDT", "side": "BUY", "quantity": "1"},
+            id=f"{n + 1}-0"))  # fmt: skip
+        if n % 4 == 0:
+            ids.append(redis_client.xadd(settings.fills_stream, fill(n), id=f"{n + 1}-1"))
+    store = MemoryStore()
+    seen: list[str] = []
+    original = store.write_batch
+
+    def record(items):
+        seen.extend(item.key.entry_id for item in items)
+        return original(items)
+
+    store.write_batch = record
+    make_worker(settings.model_copy(update={"batch_max_entries": 4}), redis_client, store).run(
+        until_idle=True
+    )
+    assert seen == sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
+
+
+def test_merge_point_is_the_smallest_last_id_of_streams_with_more():
+    from consumer.records import EntryKey  # noqa: PLC0415
+    from consumer.worker import entry_order, merge_point  # noqa: PLC0415
+
+    order = entry_order(["a", "b", "c"])
+    assert merge_point({}, order) is None
+    assert merge_point({"a": EntryKey("a", "9-0"), "b": EntryKey("b", "5-2")}, order) == (5, 2, 1)

@@ -17,6 +17,7 @@ Reads top to bottom (``run`` → ``_step`` → ``_process``):
 
 from __future__ import annotations
 
+import bisect
 import random
 import threading
 import time
@@ -240,6 +241,10 @@ class Worker:
     def _step(self) -> bool:
         """Collect and process one batch; return whether there was anything to do."""
         batch = self._claim_if_due()
+        if batch and self._carry:
+            # Our own entries in hand can look stale to XAUTOCLAIM; they are not lost.
+            in_hand = {entry.key for entry in self._carry}
+            batch = [entry for entry in batch if entry.key not in in_hand]
         if not batch and not self._draining_own_pending and not self._carry:
             # Order gate: never read past entries that are pending but not in hand (a read
             # whose reply was lost, or a dead consumer's batch): positions need stream order.
@@ -292,10 +297,10 @@ class Worker:
         return claimed
 
     def _collect(self) -> list[RawEntry]:
-        """Read up to ``batch_max_entries`` within ``batch_max_wait_ms`` of the first entry,
-        and keep only what is complete in stream order (see ``merge_point``); the rest stays
-        in hand (``_carry``) for the next batch. Entries in hand are pending in Redis, so a
-        crash loses nothing: they are re-read first on restart.
+        """Read up to ``batch_max_entries`` new entries within ``batch_max_wait_ms`` of the
+        first, and return at most that many that are complete in stream order (see
+        ``merge_point``); the rest stays in hand (``_carry``) for the next batch. Entries in
+        hand are pending in Redis, so a crash loses nothing: they are re-read first on restart.
 
         Reads go to the streams that are behind (those holding the merge point, and those
         with nothing in hand), so one busy stream cannot run ahead and starve the batch."""
@@ -305,19 +310,21 @@ class Worker:
         # A stream with entries in hand may hold more after them.
         more: dict[str, EntryKey] = {entry.key.stream: entry.key for entry in batch}
         first_block = None if batch or pending else self.settings.block_ms
-        batch += self._read_tracked(more, limit - len(batch), first_block, pending=pending)
+        fresh = len(self._read_tracked(more, limit, first_block, pending=pending))
+        batch += self._last_read
         deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
-        while batch and not self.stopping:
+        while fresh and not self.stopping:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             behind = self._behind(more)
             # Each read asks every stream it names for one entry at least: never overflow.
-            if remaining_ms <= 0 or len(batch) + len(behind) > limit:
+            if remaining_ms <= 0 or fresh + len(behind) > limit:
                 break
             block_ms = None if pending else remaining_ms
-            if not self._read_tracked(more, limit - len(batch), block_ms, pending=pending):
+            if not self._read_tracked(more, limit - fresh, block_ms, pending=pending):
                 break
+            fresh += len(self._last_read)
             batch += self._last_read
-        in_order = self._keep_ordered(batch, more)
+        in_order = self._keep_ordered(batch, more, limit)
         if self._draining_own_pending and not pending:
             self._carry = []  # a read failed: the pending list is re-read from 0
         return in_order
@@ -368,14 +375,18 @@ class Worker:
         self._last_read = entries
         return entries
 
-    def _keep_ordered(self, batch: list[RawEntry], more: dict[str, EntryKey]) -> list[RawEntry]:
+    def _keep_ordered(
+        self, batch: list[RawEntry], more: dict[str, EntryKey], limit: int
+    ) -> list[RawEntry]:
+        """The first ``limit`` entries of ``batch`` in stream order, up to the merge point;
+        everything after them stays in hand."""
         order = entry_order(self.stream.streams)
+        batch.sort(key=order)
         point = merge_point(more, order)
-        if point is None:
-            return batch
-        now = [e for e in batch if order(e) <= point]
-        self._carry = [e for e in batch if order(e) > point]
-        return now
+        complete = len(batch) if point is None else bisect.bisect_right(batch, point, key=order)
+        cut = min(complete, limit)
+        self._carry = batch[cut:]
+        return batch[:cut]
 
     def _read_new(self, count: int, block_ms: int | None, streams: Sequence[str]) -> list[RawEntry]:
         """XREADGROUP ``>`` exactly once. When it fails, Redis may still have delivered entries

@@ -210,3 +210,18 @@ def test_merge_point_is_the_smallest_last_id_of_streams_with_more():
     order = entry_order(["a", "b", "c"])
     assert merge_point({}, order) is None
     assert merge_point({"a": EntryKey("a", "9-0"), "b": EntryKey("b", "5-2")}, order) == (5, 2, 1)
+
+
+def test_one_busy_stream_does_not_starve_the_batches(settings, redis_client):
+    """Entries held back for stream order must not shrink later batches (a regression once)."""
+    for n in range(600):
+        redis_client.xadd(settings.orders_stream, {"order_id": f"o-{n}", "symbol": "BTCUSDT",
+                                                   "side": "BUY", "quantity": "1"})  # fmt: skip
+        if n % 3 == 0:
+            redis_client.xadd(settings.fills_stream, fill(n))
+    store = MemoryStore()
+    make_worker(settings.model_copy(update={"batch_max_entries": 100}), redis_client, store).run(
+        until_idle=True
+    )
+    assert sum(store.batches) == 800
+    assert len(store.batches) <= 12  # 8 full batches, and a few partial ones at the edges

@@ -225,14 +225,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         start_balance=settings.start_balance_usdt,
     )
     store.open()
-    stream = RedisStream(
-        settings.redis_dsn(),
-        streams=settings.streams(),
-        group=settings.group,
-        consumer=settings.consumer_name,
-        dlq_stream=settings.dlq_stream,
-        start_id=settings.group_start_id,
-    )
+    stream = RedisStream.from_settings(settings)
     log.info("connecting", database=redact_url(dsn), redis=redact_url(settings.redis_dsn()))
     monitoring = _start_monitoring(settings, store, stream)
     worker = Worker(settings, store, stream, monitoring.metrics if monitoring else None)

@@ -232,14 +232,7 @@ class _BackgroundWorker:
             group=settings.group,
             start_balance=settings.start_balance_usdt,
         )
-        self.stream = RedisStream(
-            settings.redis_dsn(),
-            streams=settings.streams(),
-            group=settings.group,
-            consumer=settings.consumer_name,
-            dlq_stream=settings.dlq_stream,
-            start_id=settings.group_start_id,
-        )
+        self.stream = RedisStream.from_settings(settings)
         self.worker = Worker(settings, self.store, self.stream)
         self.exit_code: int | None = None
         self._closed = False

@@ -20,13 +20,7 @@ REASON_MAX = 160
 
 def gather(settings: Settings, *, newest_dead_letters: int = 3) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (what ``--format json`` prints)."""
-    stream = RedisStream(
-        settings.redis_dsn(),
-        streams=settings.streams(),
-        group=settings.group,
-        consumer=settings.consumer_name,
-        dlq_stream=settings.dlq_stream,
-    )
+    stream = RedisStream.from_settings(settings)
     try:
         streams = stream.group_state()
         dlq_length, newest = stream.dead_letters(newest_dead_letters)

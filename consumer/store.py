@@ -928,7 +928,7 @@ def _move_positions(
     for event, side in steps:
         if isinstance(event, FillEvent) and side is not None:
             position = current.get(event.symbol) or accounting.new_position(event.symbol)
-            outcome = accounting.apply_fill(position, _accounting_fill(event, side))
+            outcome = accounting.apply_fill(position, accounting_fill(event, side))
             current[event.symbol] = outcome.position
             result.closed_trips.extend(outcome.closed_trips)
             trips.extend((event.fill_id, trip) for trip in outcome.closed_trips)
@@ -976,7 +976,8 @@ def _trip_params(trips: Sequence[tuple[str, accounting.ClosedTrip]]) -> dict[str
     }
 
 
-def _accounting_fill(event: FillEvent, side: Side) -> accounting.Fill:
+def accounting_fill(event: FillEvent, side: Side) -> accounting.Fill:
+    """The accounting view of a stored fill event (its side resolved)."""
     return accounting.Fill(
         symbol=event.symbol,
         side=side.value,

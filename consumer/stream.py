@@ -26,7 +26,7 @@ from redis.retry import Retry
 
 from consumer.errors import RedisUnavailableError
 from consumer.records import EntryKey, RawEntry
-from consumer.settings import redact_url
+from consumer.settings import Settings, redact_url
 
 DEAD_LETTER_META = ("source_stream", "source_id", "error", "deliveries")
 """Fields the worker adds to a dead-letter entry; original fields that collide get ``orig.``."""
@@ -85,6 +85,19 @@ class RedisStream:
         self._start_id = start_id
         self._socket_timeout_s = socket_timeout_s
         self._client = client if client is not None else self._connect()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisStream:
+        """The worker's streams, group and consumer name as configured."""
+        return cls(
+            settings.redis_dsn(),
+            streams=settings.streams(),
+            group=settings.group,
+            consumer=settings.consumer_name,
+            dlq_stream=settings.dlq_stream,
+            start_id=settings.group_start_id,
+            **kwargs,
+        )
 
     def _connect(self) -> redis.Redis:
         return redis.Redis.from_url(

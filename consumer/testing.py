@@ -25,7 +25,7 @@ from consumer.orders import (
     placeholder_from_fill,
 )
 from consumer.records import ParsedEntry
-from consumer.store import BatchResult
+from consumer.store import BatchResult, accounting_fill
 
 
 @dataclass
@@ -88,17 +88,7 @@ class MemoryStore:
                 state.orders[event.order_id] = placeholder_from_fill(event, side)
             state.fills[event.fill_id] = event
             position = state.positions.get(event.symbol) or accounting.new_position(event.symbol)
-            outcome = accounting.apply_fill(
-                position,
-                accounting.Fill(
-                    symbol=event.symbol,
-                    side=side.value,
-                    quantity=event.quantity,
-                    price=event.price,
-                    fee=event.fees_usdt,
-                    time=event.timestamp,
-                ),
-            )
+            outcome = accounting.apply_fill(position, accounting_fill(event, side))
             state.positions[event.symbol] = outcome.position
             result.fills_inserted += 1
         elif isinstance(event, MarkEvent) and event.symbol in state.positions:

@@ -41,14 +41,7 @@ def worker_for(settings: Settings, **kwargs: Any) -> Iterator[Worker]:
         **kwargs,
     )
     store.open()
-    stream = RedisStream(
-        settings.redis_dsn(),
-        streams=settings.streams(),
-        group=settings.group,
-        consumer=settings.consumer_name,
-        dlq_stream=settings.dlq_stream,
-        start_id=settings.group_start_id,
-    )
+    stream = RedisStream.from_settings(settings)
     try:
         yield Worker(settings, store, stream)
     finally:

@@ -168,12 +168,15 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def copy_ceiling(source: str, target: str) -> tuple[float, dict[str, int]]:
+def copy_ceiling(
+    source: str, target: str, tables: dict[str, str] | None = None
+) -> tuple[float, dict[str, int]]:
     """COPY every paper-table row of ``source`` into the empty migrated ``target`` (indexes and
     constraints in place, one transaction); return the load's seconds and rows per table."""
+    chosen = COPIED if tables is None else tables
     dumps: dict[str, bytes] = {}
     with psycopg.connect(source) as conn:
-        for table, columns in COPIED.items():
+        for table, columns in chosen.items():
             buffer = io.BytesIO()
             with conn.cursor().copy(f"COPY (SELECT {columns} FROM {table}) TO STDOUT") as copy:
                 for chunk in copy:
@@ -183,7 +186,7 @@ def copy_ceiling(source: str, target: str) -> tuple[float, dict[str, int]]:
     with psycopg.connect(target) as conn:
         started = time.perf_counter()
         with conn.transaction():
-            for table, columns in COPIED.items():
+            for table, columns in chosen.items():
                 with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                     copy.write(dumps[table])
                 counts[table] = dumps[table].count(b"\n")

@@ -21,7 +21,6 @@ bench/replay-profile.txt.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tempfile
@@ -42,16 +41,11 @@ from consumer.logs import configure
 from consumer.publisher import Publisher
 from consumer.settings import Settings
 
-COPIED = {
-    "paper_orders": "order_id, client_id, symbol, side, order_type, quantity, price, "
-    "filled_quantity, filled_price, status, slippage_pct, fees_usdt, fee_type, created_at, "
-    "submitted_at, filled_at, rejection_reason, error_message, metadata, updated_at",
-    "paper_fills": "fill_id, order_id, symbol, quantity, price, fees_usdt, fee_type, filled_at, "
-    "metadata",
-    "paper_positions": "symbol, quantity, avg_entry_price, current_price, unrealized_pnl_usdt, "
-    "realized_pnl_usdt, cost_basis_usdt, market_value_usdt, entry_trades, exit_trades, "
-    "opened_at, closed_at, metadata, updated_at",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import COPIED, copy_ceiling
+
+# The ceiling compares with the rows of the three tables the seed's writers produce.
+CEILING_TABLES = ("paper_orders", "paper_fills", "paper_positions")
 
 
 def _database(server: str, name: str, template: str | None = None) -> str:
@@ -68,29 +62,6 @@ def _drop(server: str, name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
-
-
-def _copy_baseline(source: str, target: str) -> tuple[float, dict[str, int]]:
-    """COPY the three tables' rows from ``source`` into the empty ``target``; time the load."""
-    dumps: dict[str, bytes] = {}
-    with psycopg.connect(source) as conn:
-        for table, columns in COPIED.items():
-            buffer = io.BytesIO()
-            query = f"COPY (SELECT {columns} FROM {table}) TO STDOUT"
-            with conn.cursor().copy(query) as copy:
-                for chunk in copy:
-                    buffer.write(chunk)
-            dumps[table] = buffer.getvalue()
-    counts: dict[str, int] = {}
-    with psycopg.connect(target) as conn:
-        started = time.perf_counter()
-        with conn.transaction():
-            for table, columns in COPIED.items():
-                with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                    copy.write(dumps[table])
-                counts[table] = dumps[table].count(b"\n")
-        seconds = time.perf_counter() - started
-    return seconds, counts
 
 
 def main() -> int:
@@ -157,7 +128,7 @@ def main() -> int:
                 print(f"profile written to {out}")
         print(summary.describe())
 
-        copy_s, counts = _copy_baseline(replay_db, copy_db)
+        copy_s, counts = copy_ceiling(replay_db, copy_db, {t: COPIED[t] for t in CEILING_TABLES})
         rows = sum(counts.values())
         print(
             f"COPY baseline: {rows} rows ({', '.join(f'{t}={n}' for t, n in counts.items())}) "

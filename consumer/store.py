@@ -153,10 +153,6 @@ FROM (SELECT order_id, sum(quantity) AS total, min(filled_at) AS first_fill
 WHERE o.order_id = s.order_id AND o.metadata ? %(placeholder_key)s
 """
 
-SELECT_ORDER_SIDES = """
-SELECT order_id, side FROM paper_orders WHERE order_id = ANY(%(ids)s::varchar[])
-"""
-
 SELECT_POSITIONS_FOR_UPDATE = """
 SELECT symbol, quantity, avg_entry_price, current_price, realized_pnl_usdt, entry_trades,
        exit_trades, opened_at, closed_at, metadata::text AS metadata
@@ -572,10 +568,6 @@ class PostgresStore:
     def ping(self) -> None:
         with self._transaction() as conn:
             conn.execute(PING)
-
-    def offsets(self) -> list[dict[str, Any]]:
-        with self._transaction() as conn:
-            return conn.execute(SELECT_OFFSETS, {"group": self._group}).fetchall()
 
     def write_batch(self, items: Sequence[ParsedEntry]) -> BatchResult:
         """Apply ``items`` (validated, in stream order) in one transaction; see module doc."""

@@ -22,9 +22,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from consumer import dialect, events
 from consumer.errors import (
@@ -59,7 +59,6 @@ class Totals:
     duplicates: int = 0
     dead_lettered: int = 0
     batches: int = 0
-    by_outcome: dict[str, int] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -559,14 +558,3 @@ class Worker:
             self._stop.wait(seconds)
         else:
             time.sleep(min(seconds, max(0.0, self._stop_deadline - time.monotonic())))
-
-
-def describe_totals(totals: Totals) -> dict[str, Any]:
-    return {
-        "entries": totals.entries,
-        "orders": totals.orders,
-        "fills": totals.fills,
-        "duplicate_fills": totals.duplicates,
-        "dead_lettered": totals.dead_lettered,
-        "batches": totals.batches,
-    }

@@ -10,8 +10,6 @@ worker produces from the same streams in one pass, so batch boundaries and resta
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
@@ -23,9 +21,16 @@ from psycopg.rows import dict_row
 from pydantic import SecretStr
 
 from consumer import store
-from consumer.settings import Settings
 from tests.support import reference
-from tests.support.pipeline import SNAPSHOT_QUERIES, publish, rows, run_until_idle, snapshot
+from tests.support.pipeline import (
+    SNAPSHOT_QUERIES,
+    crash_read,
+    property_settings,
+    publish,
+    rows,
+    run_until_idle,
+    snapshot,
+)
 
 START = datetime(2026, 11, 20, 21, 5, tzinfo=UTC)
 
@@ -79,13 +84,7 @@ def _entries(trades) -> list[tuple[str, dict[str, str]]]:
 @given(history=HISTORY)
 def test_any_delivery_history_ends_in_the_reference_state(history, make_database, redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    prefix = f"h{uuid.uuid4().hex[:10]}"
-    base = Settings(
-        database_url=make_database(), redis_url=redis_url, consumer_name="prop",
-        orders_stream=f"{prefix}.orders", fills_stream=f"{prefix}.fills",
-        marks_stream=f"{prefix}.marks", dlq_stream=f"{prefix}.dlq",
-        batch_max_wait_ms=5, block_ms=20, claim_idle_s=60,
-    )  # fmt: skip
+    base = property_settings(make_database(), redis_url, "h")
     stream_of = {"order": base.orders_stream, "fill": base.fills_stream}
     try:
         entries = _entries(history["trades"])
@@ -103,7 +102,7 @@ def test_any_delivery_history_ends_in_the_reference_state(history, make_database
                     published.append(fields)
             if history["crash_reads"][c]:
                 # A worker of the same name read some entries and died before committing.
-                _crash_read(client, base, history["crash_reads"][c])
+                crash_read(client, base, history["crash_reads"][c])
             run_until_idle(base.model_copy(update={"batch_max_entries": history["batch_sizes"][c]}))
 
         expected = reference.positions(
@@ -135,18 +134,6 @@ def test_any_delivery_history_ends_in_the_reference_state(history, make_database
     finally:
         client.delete(*stream_of.values(), base.dlq_stream, base.marks_stream or "")
         client.close()
-
-
-def _crash_read(client: redis.Redis, settings: Settings, count: int) -> None:
-    for stream in (settings.orders_stream, settings.fills_stream):
-        with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: the group exists already
-            client.xgroup_create(stream, settings.group, id="0", mkstream=True)
-    client.xreadgroup(
-        settings.group,
-        settings.consumer_name,
-        {settings.orders_stream: ">", settings.fills_stream: ">"},
-        count=count,
-    )
 
 
 def _assert_stats_equal_full_reaggregation(dsn: str) -> None:

@@ -6,7 +6,9 @@ Everything here goes through the same code a user runs: ``RedisStream``, ``Postg
 
 from __future__ import annotations
 
+import contextlib
 import json
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
@@ -103,3 +105,26 @@ SNAPSHOT_QUERIES = {
 
 def snapshot(dsn: str) -> dict[str, list[dict[str, Any]]]:
     return {name: rows(dsn, query) for name, query in SNAPSHOT_QUERIES.items()}
+
+
+def property_settings(database_url: str, redis_url: str, tag: str) -> Settings:
+    """Settings for one hypothesis example: its own streams, fast idle detection."""
+    prefix = f"{tag}{uuid.uuid4().hex[:10]}"
+    return Settings(
+        database_url=database_url, redis_url=redis_url, consumer_name="prop",
+        orders_stream=f"{prefix}.orders", fills_stream=f"{prefix}.fills",
+        marks_stream=f"{prefix}.marks", dlq_stream=f"{prefix}.dlq",
+        batch_max_wait_ms=5, block_ms=20, claim_idle_s=60,
+    )  # fmt: skip
+
+
+def crash_read(client: redis.Redis, settings: Settings, count: int) -> None:
+    """A worker of ``settings.consumer_name`` reads ``count`` entries per stream and dies
+    before committing them (they stay pending for it)."""
+    streams = (settings.orders_stream, settings.fills_stream)
+    for stream in streams:
+        with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: the group exists already
+            client.xgroup_create(stream, settings.group, id="0", mkstream=True)
+    client.xreadgroup(
+        settings.group, settings.consumer_name, dict.fromkeys(streams, ">"), count=count
+    )

@@ -13,7 +13,7 @@ refuses is a bug or a misconfiguration and propagates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -149,15 +149,16 @@ class RedisStream:
         pending: bool,
         after: Mapping[str, str] | None = None,
         streams: Sequence[str] | None = None,
+        new: Collection[str] = (),
     ) -> list[RawEntry]:
         """XREADGROUP from ``streams`` (default: all): new entries, or (``pending``) our own
         unacked ones with ids above ``after[stream]`` (default ``0``: from the start of our
-        pending list). ``count`` applies to each stream."""
+        pending list) — except the streams in ``new``, read for new entries in the same command.
+        ``count`` applies to each stream."""
         names = list(streams) if streams is not None else self.streams
-        if pending:
-            starts = {name: (after or {}).get(name, "0") for name in names}
-        else:
-            starts = dict.fromkeys(names, ">")
+        history = [name for name in names if pending and name not in new]
+        starts = dict.fromkeys(names, ">")
+        starts.update({name: (after or {}).get(name, "0") for name in history})
         with _translated(self._url):
             try:
                 reply: Any = self._client.xreadgroup(
@@ -165,7 +166,7 @@ class RedisStream:
                     self.consumer,
                     starts,  # type: ignore[arg-type]
                     count=count,
-                    block=None if pending else block_ms,
+                    block=None if history else block_ms,
                 )
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -174,10 +175,15 @@ class RedisStream:
                 self.ensure_groups()
                 return []
         entries: list[RawEntry] = []
+        redelivered: list[RawEntry] = []
         for stream, raw in reply or []:
-            entries.extend(_entries(_text(stream), raw, 2 if pending else 1))
-        if pending and entries:
-            entries = self._with_delivery_counts(entries)
+            name = _text(stream)
+            if name in history:
+                redelivered.extend(_entries(name, raw, 2))
+            else:
+                entries.extend(_entries(name, raw, 1))
+        if redelivered:
+            entries.extend(self._with_delivery_counts(redelivered))
         return entries
 
     def _with_delivery_counts(self, entries: list[RawEntry]) -> list[RawEntry]:

@@ -1,8 +1,9 @@
 """The worker loop: read → validate → write in one transaction → acknowledge.
 
 Reads top to bottom (``run`` → ``_step`` → ``_process``):
-- At start it drains its own pending entries (what it had read before a crash), then reads new
-  ones; every ``claim_interval_s`` it takes over entries other consumers left idle too long.
+- At start it drains its own pending entries (what it had read before a crash), merged in
+  stream order with what follows them, then reads new ones; every ``claim_interval_s`` it takes
+  over entries other consumers left idle too long.
 - A batch is collected up to ``batch_max_entries`` or ``batch_max_wait_ms``, validated (invalid
   entries are dead-lettered with the reason), written in one transaction, then acknowledged
   together with the dead letters (one MULTI/EXEC). Nothing is acknowledged before it commits.
@@ -153,7 +154,11 @@ class Worker:
         self.totals = Totals()
         self._stop = threading.Event()
         self._stop_deadline: float | None = None
-        self._draining_own_pending = True
+        # Streams whose own pending entries (read before a restart or a failed read) are still
+        # being re-read; the others are read for new entries (see ``_read_tracked``).
+        self._pending_streams: set[str] = set(stream.streams)
+        self._drain_in_order: bool | None = None
+        self._drain_epoch = 0
         self._next_claim = 0.0
         self._outage: dict[str, bool] = {"postgres": False, "redis": False}
         self._lag_checked_at = float("-inf")
@@ -177,6 +182,10 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def _draining_own_pending(self) -> bool:
+        return bool(self._pending_streams)
 
     # -- loop -----------------------------------------------------------------------------------
 
@@ -257,11 +266,15 @@ class Worker:
                     self._stop.wait(min(self.settings.block_ms / 1000, 0.1))
                     return True
         if not batch:
+            draining = self._draining_own_pending
             batch = self._collect()
-        if not batch:
-            if self._draining_own_pending and not self._carry:
-                self._draining_own_pending = False
+            if not batch and draining:
+                if not self._carry:
+                    # Our pending list is exhausted: read new entries next (the order gate
+                    # above runs first).
+                    self._pending_streams.clear()
                 return True
+        if not batch:
             self._tick_if_due()
             return False
         self._process(batch)
@@ -304,12 +317,12 @@ class Worker:
         Reads go to the streams that are behind (those holding the merge point, and those
         with nothing in hand), so one busy stream cannot run ahead and starve the batch."""
         limit = self.settings.batch_max_entries
-        pending = self._draining_own_pending
+        epoch = self._drain_epoch
         batch, self._carry = self._carry, []
         # A stream with entries in hand may hold more after them.
         more: dict[str, EntryKey] = {entry.key.stream: entry.key for entry in batch}
-        first_block = None if batch or pending else self.settings.block_ms
-        fresh = len(self._read_tracked(more, limit, first_block, pending=pending))
+        first_block = None if batch or self._draining_own_pending else self.settings.block_ms
+        fresh = len(self._read_tracked(more, limit, first_block))
         batch += self._last_read
         deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
         while fresh and not self.stopping:
@@ -318,15 +331,17 @@ class Worker:
             # Each read asks every stream it names for one entry at least: never overflow.
             if remaining_ms <= 0 or fresh + len(behind) > limit:
                 break
-            block_ms = None if pending else remaining_ms
-            if not self._read_tracked(more, limit - fresh, block_ms, pending=pending):
+            block_ms = None if self._draining_own_pending else remaining_ms
+            if not self._read_tracked(more, limit - fresh, block_ms):
                 break
             fresh += len(self._last_read)
             batch += self._last_read
-        in_order = self._keep_ordered(batch, more, limit)
-        if self._draining_own_pending and not pending:
-            self._carry = []  # a read failed: the pending list is re-read from 0
-        return in_order
+        if self._drain_epoch != epoch:
+            # A read failed and may have delivered entries whose reply was lost: everything
+            # read so far is in our pending list and is re-read from 0, in order.
+            self._carry = []
+            return []
+        return self._keep_ordered(batch, more, limit)
 
     def _behind(self, more: dict[str, EntryKey]) -> list[str]:
         """Streams worth reading now: drained ones (new entries may have come) and the ones
@@ -340,13 +355,24 @@ class Worker:
         ]
 
     def _read_tracked(
-        self, more: dict[str, EntryKey], count: int, block_ms: int | None, *, pending: bool
+        self, more: dict[str, EntryKey], count: int, block_ms: int | None
     ) -> list[RawEntry]:
         """One read of the streams that are behind; record in ``more`` each stream that may
-        hold entries beyond what was read (it filled its share), keyed to its last id."""
+        hold entries beyond what was read (it filled its share), keyed to its last id.
+
+        While draining, a stream still in ``_pending_streams`` is read from our own pending
+        list. When that list is exhausted, entries never delivered may follow it, older than
+        pending entries of other streams: the stream is held at its last pending id (so the
+        merge point stops there) and read for new entries from then on — unless another
+        consumer holds pending entries (then reading past them would break their stream's
+        order: the whole pending list is drained first and the order gate applies after)."""
         names = self._behind(more)
         per_stream = max(1, count // len(names))
-        if pending:
+        history = [name for name in names if name in self._pending_streams]
+        epoch = self._drain_epoch
+        if history and self._drain_in_order is None:
+            self._drain_in_order = self._no_foreign_pending()
+        if len(history) == len(names):
             entries = self._retry(
                 "redis",
                 lambda: self.stream.read(
@@ -358,21 +384,31 @@ class Worker:
                 ),
             )
         else:
-            entries = self._read_new(per_stream, block_ms, names)
+            entries = self._read_new(per_stream, None if history else block_ms, names)
+        if self._drain_epoch != epoch:
+            self._last_read = []
+            return []  # the read failed: ``_collect`` starts over from our pending list
         last: dict[str, EntryKey] = {}
         counts: dict[str, int] = {}
         for entry in entries:
             last[entry.key.stream] = entry.key
             counts[entry.key.stream] = counts.get(entry.key.stream, 0) + 1
         for name in names:
+            if name in history and name in last:
+                self._pending_cursor[name] = last[name].entry_id
             if counts.get(name, 0) >= per_stream:
                 more[name] = last[name]
+            elif name in history and self._drain_in_order:
+                self._pending_streams.discard(name)
+                more[name] = EntryKey(name, self._pending_cursor.get(name, "0-0"))
             else:
                 more.pop(name, None)
-            if pending and name in last:
-                self._pending_cursor[name] = last[name].entry_id
         self._last_read = entries
         return entries
+
+    def _no_foreign_pending(self) -> bool:
+        owners = self._retry("redis", self.stream.pending_owners)
+        return not any(n for name, n in owners.items() if name != self.stream.consumer)
 
     def _keep_ordered(
         self, batch: list[RawEntry], more: dict[str, EntryKey], limit: int
@@ -388,15 +424,22 @@ class Worker:
         return batch[:cut]
 
     def _read_new(self, count: int, block_ms: int | None, streams: Sequence[str]) -> list[RawEntry]:
-        """XREADGROUP ``>`` exactly once. When it fails, Redis may still have delivered entries
-        whose reply was lost: reading ``>`` again would skip past them and break stream order,
-        so the next step re-reads this consumer's own pending entries from ``0`` instead.
+        """XREADGROUP ``>`` exactly once (streams still in ``_pending_streams`` are read from
+        our pending list in the same command). When it fails, Redis may still have delivered
+        entries whose reply was lost: reading ``>`` again would skip past them and break stream
+        order, so the next step re-reads this consumer's own pending entries from ``0`` instead.
         ``count`` applies to each stream."""
+        fresh = [name for name in streams if name not in self._pending_streams]
         try:
             return self._attempt(
                 "redis",
                 lambda: self.stream.read(
-                    count=count, block_ms=block_ms, pending=False, streams=streams
+                    count=count,
+                    block_ms=block_ms,
+                    pending=len(fresh) < len(streams),
+                    after=self._pending_cursor,
+                    streams=streams,
+                    new=fresh,
                 ),
                 float(self.settings.retry_initial_ms),
             )
@@ -407,7 +450,9 @@ class Worker:
     def _start_draining(self) -> None:
         """Re-read our own pending entries from the start (in order); what was in hand is in
         that list too, so it is dropped here rather than processed twice."""
-        self._draining_own_pending = True
+        self._pending_streams = set(self.stream.streams)
+        self._drain_in_order = None
+        self._drain_epoch += 1
         self._pending_cursor = {}
         self._carry = []
 

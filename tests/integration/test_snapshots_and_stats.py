@@ -126,6 +126,35 @@ def test_a_restart_across_a_boundary_gives_the_rows_of_one_run(
     assert restarted == once
 
 
+@pytest.mark.parametrize("fills_read", [0, 2])
+def test_a_crash_with_one_stream_read_ahead_gives_the_snapshots_of_one_run(
+    settings, redis_client, db_url, make_database, fills_read
+):
+    """A worker read orders far ahead of fills (XREADGROUP's COUNT cuts each stream apart) and
+    died. On restart its pending orders must wait for the older fills it never read, or an
+    hourly boundary would be crossed before those fills and the snapshot would miss them."""
+    feed = Feed(redis_client, settings)
+    for n in range(14):  # a trade every 10 minutes from 10:05 to 12:15: crosses 11:00 and 12:00
+        feed.trade(f"o{n}", "BTCUSDT", "BUY" if n % 3 else "SELL", "1", str(100 + n),
+                   at("10:05") + timedelta(minutes=10 * n))  # fmt: skip
+    for name in settings.streams():
+        redis_client.xgroup_create(name, settings.group, id="0", mkstream=True)
+    redis_client.xreadgroup(settings.group, settings.consumer_name,
+                            {settings.orders_stream: ">"}, count=10)  # fmt: skip
+    if fills_read:
+        redis_client.xreadgroup(settings.group, settings.consumer_name,
+                                {settings.fills_stream: ">"}, count=fills_read)  # fmt: skip
+    run_until_idle(settings.model_copy(update={"batch_max_entries": 3}))
+
+    single = settings.model_copy(
+        update={"database_url": SecretStr(make_database()), "group": "single"}
+    )
+    run_until_idle(single)
+    restarted, once = snapshot(db_url), snapshot(single.database_dsn())
+    assert [r["snapshot_time"] for r in restarted["snapshots"]] == [at("11:00"), at("12:00")]
+    assert restarted == once
+
+
 # --------------------------------------------------------------------------------------------
 # Idle streams: the wall clock crosses the boundary (PostgresStore.tick)
 # --------------------------------------------------------------------------------------------

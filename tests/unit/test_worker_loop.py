@@ -160,9 +160,82 @@ def test_restarted_worker_drains_its_own_pending_entries_first(settings, redis_c
     redis_client.xreadgroup(settings.group, settings.consumer_name,
                             {settings.fills_stream: ">"}, count=2)  # fmt: skip
     store = MemoryStore()
+    seen = record_applied(store)
     make_worker(settings, redis_client, store).run(until_idle=True)
-    assert store.batches[0] == 2  # the pending ones, on their own, before anything new
+    ids = [e for e, _ in redis_client.xrange(settings.fills_stream)]
+    assert seen == ids  # the two pending ones first, then the rest, each once
     assert len(store.state.fills) == 4
+    assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0
+
+
+def record_applied(store: MemoryStore) -> list[str]:
+    """Record the entry ids ``store`` applies, in the order it applies them."""
+    seen: list[str] = []
+    original = store.write_batch
+
+    def record(items):
+        seen.extend(item.key.entry_id for item in items)
+        return original(items)
+
+    store.write_batch = record
+    return seen
+
+
+def by_id(ids):
+    return sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
+
+
+@pytest.mark.parametrize("read_before_crash", [1, 3, 5])
+def test_a_restart_merges_its_pending_entries_with_older_undelivered_ones(
+    settings, redis_client, read_before_crash
+):
+    """A previous life read orders far ahead of fills (COUNT cuts each stream separately) and
+    died: its pending orders must not be applied before older fills it never read."""
+    ids = []
+    for n in range(8):  # orders at ms 10, 20, ...; fills 5 ms after each order
+        ids.append(redis_client.xadd(settings.orders_stream, {
+            "order_id": f"o-{n}", "symbol": "BTCUSDT", "side": "BUY", "quantity": "1"},
+            id=f"{10 * n + 10}-0"))  # fmt: skip
+        ids.append(redis_client.xadd(settings.fills_stream, fill(n), id=f"{10 * n + 15}-0"))
+    redis_client.xgroup_create(settings.orders_stream, settings.group, id="0")
+    redis_client.xgroup_create(settings.fills_stream, settings.group, id="0")
+    redis_client.xgroup_create(settings.marks_stream, settings.group, id="0", mkstream=True)
+    redis_client.xreadgroup(settings.group, settings.consumer_name,
+                            {settings.orders_stream: ">"}, count=6)  # fmt: skip
+    redis_client.xreadgroup(settings.group, settings.consumer_name,
+                            {settings.fills_stream: ">"}, count=read_before_crash)  # fmt: skip
+    store = MemoryStore()
+    seen = record_applied(store)
+    make_worker(settings.model_copy(update={"batch_max_entries": 4}), redis_client, store).run(
+        until_idle=True
+    )
+    assert seen == by_id(ids)
+
+
+def test_a_restart_with_another_consumers_entries_pending_still_loses_nothing(
+    settings, redis_client
+):
+    """Entries pending at another consumer: our own pending list is drained first (reading
+    past theirs would break their stream's order), then theirs are reclaimed."""
+    for n in range(6):
+        redis_client.xadd(settings.fills_stream, fill(n), id=f"{n + 1}-0")
+        redis_client.xadd(settings.orders_stream, {"order_id": f"x-{n}", "symbol": "BTCUSDT",
+                          "side": "SELL", "quantity": "1"}, id=f"{n + 1}-1")  # fmt: skip
+    for name in (settings.orders_stream, settings.fills_stream):
+        redis_client.xgroup_create(name, settings.group, id="0")
+    redis_client.xgroup_create(settings.marks_stream, settings.group, id="0", mkstream=True)
+    redis_client.xreadgroup(settings.group, "other", {settings.fills_stream: ">"}, count=2)
+    redis_client.xreadgroup(settings.group, settings.consumer_name,
+                            {settings.orders_stream: ">"}, count=3)  # fmt: skip
+    store = MemoryStore()
+    seen = record_applied(store)
+    make_worker(settings, redis_client, store).run(until_idle=True)
+    assert sorted(seen) == sorted(
+        [e for e, _ in redis_client.xrange(settings.fills_stream)]
+        + [e for e, _ in redis_client.xrange(settings.orders_stream)]
+    )
+    fills_seen = [i for i in seen if i.endswith("-0")]
+    assert fills_seen == by_id(fills_seen)  # per-stream order holds
 
 
 def test_a_batch_never_exceeds_the_limit_across_streams(settings, redis_client):

@@ -2,10 +2,13 @@
 
 ``RedisStream`` owns the consumer-group protocol for the worker: create the group (MKSTREAM),
 read new entries (``>``) or re-read this consumer's own pending entries (``0``) with XREADGROUP,
-reclaim entries a dead consumer left pending (XAUTOCLAIM after an idle time; ids that were
-trimmed away meanwhile are acknowledged, there is nothing left to process), look up delivery
+reclaim entries a dead consumer left pending (XAUTOCLAIM after an idle time), look up delivery
 counts, acknowledge after commit, and dead-letter atomically (XADD to the dead-letter stream and
 XACK in one MULTI/EXEC, so a crash never leaves an entry both dead-lettered and pending).
+
+Entries trimmed away (MAXLEN) while pending come back with no fields — Redis 7 answers an empty
+hash, Redis 6.2 nil, XAUTOCLAIM lists their ids apart: all become ``RawEntry`` with empty
+``fields`` (a real entry always has one at least), which the worker dead-letters as trimmed.
 
 Connection problems leave this module as ``RedisUnavailableError``; everything else that Redis
 refuses is a bug or a misconfiguration and propagates.
@@ -50,12 +53,10 @@ def _text(value: Any) -> str:
 def _entries(stream: str, raw: Sequence[Any], deliveries: int = 1) -> list[RawEntry]:
     out = []
     for entry_id, fields in raw:
-        if fields is None:  # Redis 6.2 reports an entry trimmed away while pending as nil
-            continue
         out.append(
             RawEntry(
                 EntryKey(stream, _text(entry_id)),
-                {_text(k): _text(v) for k, v in fields.items()},
+                {_text(k): _text(v) for k, v in (fields or {}).items()},
                 deliveries,
             )
         )
@@ -223,12 +224,8 @@ class RedisStream:
                     if "NOGROUP" in str(exc):
                         continue
                     raise
-                raw = reply[1]
                 deleted = reply[2] if len(reply) > 2 else []
-                if deleted:
-                    # Trimmed while pending: nothing to process, stop tracking them.
-                    self._client.xack(stream, self.group, *deleted)
-                claimed.extend(_entries(stream, raw, 2))
+                claimed.extend(_entries(stream, [*reply[1], *((i, None) for i in deleted)], 2))
         return self._with_delivery_counts(claimed) if claimed else claimed
 
     def ack(self, keys: Sequence[EntryKey]) -> None:

@@ -497,6 +497,11 @@ class Worker:
         return parse_raw(self._kinds, entry, self._dialect)
 
     def _poison_reason(self, entry: RawEntry) -> str | None:
+        if not entry.fields:
+            return (
+                "trimmed from the stream (MAXLEN) while pending, before it was committed: "
+                "its fields are gone (replay it from an archive or the ledger if it mattered)"
+            )
         if entry.deliveries > self.settings.max_deliveries:
             return (
                 f"delivered {entry.deliveries} times without being committed "

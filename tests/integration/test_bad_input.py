@@ -139,3 +139,28 @@ def test_poison_entry_delivered_too_often_is_dead_lettered(settings, redis_clien
     assert letter["source_id"] == entry_id
     assert "delivered" in letter["error"]
     assert rows(db_url, "SELECT * FROM paper_fills") == []
+
+
+def test_entries_trimmed_away_while_pending_are_dead_lettered_not_stuck(
+    settings, redis_client, db_url
+):
+    """The bot trims its streams (MAXLEN): entries a crashed worker had read can vanish before
+    the restart. Redis 7 returns them with no fields, Redis 6.2 as nil; either way they are
+    dead-lettered with a reason that says so, and the worker does not spin on them."""
+    trimmed = [publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": f"t-{n}"})
+               for n in range(2)]  # fmt: skip
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "kept"})
+    redis_client.xgroup_create(settings.fills_stream, settings.group, id="0", mkstream=True)
+    redis_client.xreadgroup(
+        settings.group, settings.consumer_name, {settings.fills_stream: ">"}, count=2
+    )
+    redis_client.xtrim(settings.fills_stream, maxlen=1, approximate=False)
+
+    worker = run_until_idle(settings)
+
+    letters = dead_letters(redis_client, settings.dlq_stream)
+    assert [letter["source_id"] for letter in letters] == trimmed
+    assert all("trimmed" in letter["error"] for letter in letters)
+    assert [r["fill_id"] for r in rows(db_url, "SELECT fill_id FROM paper_fills")] == ["kept"]
+    assert worker.totals.dead_lettered == 2
+    assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0

@@ -1023,10 +1023,13 @@ def _advance_offsets(
     conn: psycopg.Connection[dict[str, Any]], keys: Sequence[EntryKey], group: str
 ) -> None:
     last: dict[str, EntryKey] = {}
+    last_sort: dict[str, tuple[int, int]] = {}  # last[stream].sort_key, parsed once
     counts: dict[str, int] = {}
     for key in keys:
-        if key.stream not in last or key.sort_key > last[key.stream].sort_key:
+        sort_key = key.sort_key
+        if key.stream not in last or sort_key > last_sort[key.stream]:
             last[key.stream] = key
+            last_sort[key.stream] = sort_key
         counts[key.stream] = counts.get(key.stream, 0) + 1
     streams = sorted(last)
     conn.execute(

@@ -291,7 +291,13 @@ def _enum_rule(
             raise _Bad(f"must be one of {listing} (got {_shown(value)})")
         return found
 
+    _ENUM_SPELLINGS[member] = accepted  # the fast path's exact-spelling shortcut
     return member
+
+
+# Each enum rule's accepted spellings (stripped, upper-case): text that IS one of them is what
+# the rule returns for it, without strip() and upper().
+_ENUM_SPELLINGS: dict[Callable[[Any], Any], Mapping[str, StrEnum]] = {}
 
 
 def _identifier(value: Any) -> str | None:
@@ -791,10 +797,11 @@ def _fast_value(spec: _FastModel, key: str, value: Any) -> Any:
     rule = spec.rules.get(key)
     if rule is None:  # extra="forbid"
         return _DEFER
-    plain = _PLAIN_AMOUNTS.get(rule)
-    if plain is not None and type(value) is str and plain.fullmatch(value):
-        number = Decimal(value)
-        return _DEFER if number.is_zero() else number  # 0 and -0: the rule's sign rules and abs
+    shortcut = _SHORTCUTS.get(rule)
+    if shortcut is not None and type(value) in _SHORTCUT_TYPES:
+        result = shortcut(rule, value)
+        if result is not _NO_SHORTCUT:
+            return result
     try:
         result = rule(value)
     except Exception:  # the pydantic path raises it again, with its reason
@@ -802,6 +809,62 @@ def _fast_value(spec: _FastModel, key: str, value: Any) -> Any:
     if result is None:
         return None if key in spec.nullable else _DEFER
     return result if type(result) in spec.types[key] else _DEFER
+
+
+# --- Shortcuts: for the common, plain form of a value, what its rule returns, computed with less
+# work; anything else (_NO_SHORTCUT) goes through the rule itself. Each is covered by the
+# differential test, which feeds both plain and odd forms.
+_NO_SHORTCUT: Any = object()
+_SHORTCUT_TYPES = frozenset({str, dict})
+
+
+def _plain_number(rule: Callable[[Any], Any], value: Any) -> Any:
+    """ "0.10", "42": Decimal(text), as the amount rule gives for text within the column's
+    digits and places; 0 and -0 are left to the rule (sign rules, no "-0")."""
+    if type(value) is str and _PLAIN_AMOUNTS[rule].fullmatch(value):
+        number = Decimal(value)
+        if not number.is_zero():
+            return number
+    return _NO_SHORTCUT
+
+
+def _exact_spelling(rule: Callable[[Any], Any], value: Any) -> Any:
+    """ "BUY", "PARTIAL": an accepted spelling as it stands (no spaces, upper-case)."""
+    found = _ENUM_SPELLINGS[rule].get(value) if type(value) is str else None
+    return _NO_SHORTCUT if found is None else found
+
+
+def _zulu_time(rule: Callable[[Any], Any], value: Any) -> Any:
+    """ "2099-01-01T00:00:00.123Z": the rule's ISO path (no surrounding spaces, not a number, so
+    no strip and no number match), already UTC, within the years the rule accepts."""
+    if type(value) is str and value[-1:] == "Z" and value[:1].isdigit():
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return _NO_SHORTCUT
+        if moment.tzinfo is UTC and _EARLIEST <= moment < _LATEST:
+            return moment
+    return _NO_SHORTCUT
+
+
+def _plain_metadata(rule: Callable[[Any], Any], value: Any) -> Any:
+    """A flat object of ASCII text without NUL (extra flat fields): ``_clean`` changes none of
+    it, so the rule's result is an equal copy."""
+    if type(value) is dict and all(
+        type(k) is str and type(v) is str and k.isascii() and v.isascii()
+        and "\x00" not in k and "\x00" not in v
+        for k, v in value.items()
+    ):  # fmt: skip
+        return dict(value)
+    return _NO_SHORTCUT
+
+
+_SHORTCUTS: dict[Callable[[Any], Any], Callable[[Callable[[Any], Any], Any], Any]] = {
+    **dict.fromkeys(_PLAIN_AMOUNTS, _plain_number),
+    **dict.fromkeys(_ENUM_SPELLINGS, _exact_spelling),
+    _timestamp: _zulu_time,
+    _metadata: _plain_metadata,
+}
 
 
 def _construct(spec: _FastModel, values: Mapping[str, Any]) -> Any:

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 import fakeredis
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
@@ -124,8 +125,13 @@ FIELDS = [name for name in BY_FIELD if name != "type"]
 EXTRA_KEYS = ["strategy", "run_id", "bid", "note", "filled_size", "avg_fill_price", "data2"]
 
 
+# Extra keys end up in metadata: text _clean changes (NUL, lone surrogates) and text it keeps.
+EXTRA_TEXTS = ["nul\x00inside", "\ud800", "a\udfffb", "é", "plain", " padded ", "\x01"]
+
+
 def field_value(name: str) -> Any:
-    return st.one_of(BY_FIELD.get(name, text), anything)
+    usual = BY_FIELD.get(name, st.sampled_from(EXTRA_TEXTS) | text)
+    return st.one_of(usual, anything)
 
 
 @st.composite
@@ -373,6 +379,17 @@ def test_fast_path_decides_odd_but_valid_values_through_the_rules():
     assert_same(fast, _parse_validated("order", fields, "1-0"))
     assert fast.quantity.as_tuple() == Decimal("1000").as_tuple()
     assert fast.price == Decimal("0.00000002")
+
+
+@pytest.mark.parametrize("extra", EXTRA_TEXTS)
+def test_metadata_text_is_cleaned_alike(extra):
+    for fields in (
+        {"order_id": "o1", "note": extra},
+        {"data": json.dumps({"order_id": "o1", extra: "x"})},
+    ):
+        fast = _parse_fast("order", fields, "1-0")
+        assert fast is not None
+        assert_same(fast, _parse_validated("order", fields, "1-0"))
 
 
 def test_every_contract_and_dialect_model_has_a_fast_path():

@@ -889,9 +889,25 @@ def _construct(spec: _FastModel, values: Mapping[str, Any]) -> Any:
 _FAST_MODELS: dict[type[BaseModel], _FastModel | None] = {}
 
 
+# The instance layout _FastModel.build fills in (pydantic 2's BaseModel); another pydantic that
+# lays instances out differently gets no fast path rather than half-built events.
+_INSTANCE_SLOTS = (
+    "__dict__",
+    "__pydantic_fields_set__",
+    "__pydantic_extra__",
+    "__pydantic_private__",
+)
+
+
 def _fast_spec(model: type[BaseModel]) -> _FastModel | None:
     if model not in _FAST_MODELS:
-        _FAST_MODELS[model] = _fast_model(model)
+        spec = None
+        if tuple(BaseModel.__slots__) == _INSTANCE_SLOTS:
+            try:
+                spec = _fast_model(model)
+            except Exception:  # pydantic internals moved: validate the slow way, never crash
+                spec = None
+        _FAST_MODELS[model] = spec
     return _FAST_MODELS[model]
 
 

@@ -182,7 +182,7 @@ def _result(record: dict[str, Any], received_at: datetime, options: DialectOptio
     if sent_status is not None:
         metadata["bot_status"] = sent_status
     values["metadata"] = metadata
-    event = OrderResultEvent.model_validate(values)
+    event = events.validate(OrderResultEvent, values)
     if event.filled_quantity and event.filled_price is None:
         raise InvalidEventError(
             f"price: required when filled_quantity is above 0 (got filled_quantity "
@@ -214,7 +214,7 @@ def _request(record: dict[str, Any], received_at: datetime) -> OrderEvent:
         record["signal_price"] = record.pop("price")
     explicit = _bot_metadata(record.pop("metadata", None))
     values["metadata"] = {**record, **explicit}
-    event = OrderRequestEvent.model_validate(values)
+    event = events.validate(OrderRequestEvent, values)
     missing = [name for name in ("symbol", "side", "quantity") if getattr(event, name) is None]
     if missing:
         raise InvalidEventError(

@@ -9,16 +9,22 @@ shows. It is pure: no I/O and no clock. An event without ``timestamp`` takes the
 stream entry id, so replaying a stream gives exactly what the live run stored.
 
 The models validate themselves, so code that builds events directly (tests, and the bot-dialect
-translation of issue 9) gets the same rules. The trading bot's own messages (``bot-dialect.md``)
-are recognised here and raise ``UnsupportedDialectError``, which carries the decoded record: that
-is the seam where their translation will plug in.
+translation of issue 9) gets the same rules. ``parse_entry`` and ``validate`` first try a fast path
+that runs the same rules without pydantic's machinery and returns exactly pydantic's event, or
+defers to pydantic, which alone words the reasons (see "The fast path" below).
+
+The trading bot's own messages (``bot-dialect.md``) are recognised here and raise
+``UnsupportedDialectError``, which carries the decoded record: that is the seam where their
+translation will plug in.
 """
 
 import contextlib
+import inspect
 import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import (
     MAX_EMAX,
@@ -31,7 +37,8 @@ from decimal import (
     InvalidOperation,
 )
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -53,6 +60,7 @@ __all__ = [
     "entry_time",
     "parse_entry",
     "status_rank",
+    "validate",
 ]
 
 # Limits, from schema.md.
@@ -249,12 +257,13 @@ def _timestamp(value: Any) -> datetime:
             number = _number(value)
         except ValueError:
             raise _Bad(f"must be {_TIMESTAMP_FORMS} (got {_shown(value)})") from None
-        millis = abs(number) >= EPOCH_MS_FROM
+        # copy_abs, not abs(): abs() rounds in the default context, and 1E+999999999 overflows it.
+        millis = number.copy_abs() >= EPOCH_MS_FROM
         read_as = "epoch milliseconds" if millis else "epoch seconds"
         micros = _EXACT.scaleb(number, Decimal(3 if millis else 6))
         moment = None
         # Bounded before int(): int() of 1E+999999999 would build a billion-digit integer.
-        if abs(micros) < 10**18:
+        if micros.copy_abs() < 10**18:
             with contextlib.suppress(OverflowError):  # before year 1 or after 9999
                 moment = _EPOCH + timedelta(microseconds=int(micros.to_integral_value(ROUND_FLOOR)))
     if moment is None or not _EARLIEST <= moment < _LATEST:
@@ -264,6 +273,7 @@ def _timestamp(value: Any) -> datetime:
 
 
 _StrEnumT = TypeVar("_StrEnumT", bound=StrEnum)
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 
 def _enum_rule(
@@ -281,7 +291,13 @@ def _enum_rule(
             raise _Bad(f"must be one of {listing} (got {_shown(value)})")
         return found
 
+    _ENUM_SPELLINGS[member] = accepted  # the fast path's exact-spelling shortcut
     return member
+
+
+# Each enum rule's accepted spellings (stripped, upper-case): text that IS one of them is what
+# the rule returns for it, without strip() and upper().
+_ENUM_SPELLINGS: dict[Callable[[Any], Any], Mapping[str, StrEnum]] = {}
 
 
 def _identifier(value: Any) -> str | None:
@@ -405,6 +421,7 @@ def _metadata(value: Any) -> dict[str, Any]:
 # --- Field types. Required ones reject None; optional ones keep None as "not given".
 _positive = _amount_rule(AMOUNT_PLACES, AMOUNT_DIGITS, "positive")
 _non_negative = _amount_rule(AMOUNT_PLACES, AMOUNT_DIGITS, "non-negative")
+_slippage = _amount_rule(SLIPPAGE_PLACES, SLIPPAGE_DIGITS, "any")
 Id = Annotated[str, BeforeValidator(_identifier)]
 OptionalId = Annotated[str | None, BeforeValidator(_identifier)]
 Symbol = Annotated[str, BeforeValidator(_symbol)]
@@ -413,9 +430,7 @@ Positive = Annotated[Decimal, BeforeValidator(_positive)]
 OptionalPositive = Annotated[Decimal | None, BeforeValidator(_positive)]
 NonNegative = Annotated[Decimal, BeforeValidator(_non_negative)]
 OptionalNonNegative = Annotated[Decimal | None, BeforeValidator(_non_negative)]
-Slippage = Annotated[
-    Decimal | None, BeforeValidator(_amount_rule(SLIPPAGE_PLACES, SLIPPAGE_DIGITS, "any"))
-]
+Slippage = Annotated[Decimal | None, BeforeValidator(_slippage)]
 OptionalSide = Annotated[
     Side | None, BeforeValidator(_enum_rule(Side, {"LONG": Side.BUY, "SHORT": Side.SELL}))
 ]
@@ -547,6 +562,12 @@ def parse_entry(kind: EventKind, fields: Mapping[str, str], entry_id: str) -> Ev
     """
     if kind not in _MODELS:  # a wiring bug, not bad data: deliberately not an InvalidEventError
         raise ValueError(f"unknown stream kind {kind!r}")
+    event = _parse_fast(kind, fields, entry_id)
+    return event if event is not None else _parse_validated(kind, fields, entry_id)
+
+
+def _parse_validated(kind: EventKind, fields: Mapping[str, Any], entry_id: str) -> Event:
+    """``parse_entry`` through pydantic: the reference, and the only source of reasons."""
     received_at = entry_time(entry_id)
     record = _unwrap(fields)
     model = _MODELS[_route(kind, record)]
@@ -638,3 +659,319 @@ def _reason(exc: ValidationError) -> str:
             problem = error["msg"]
         parts.append(f"{field}: {problem}" if field else problem)
     return "; ".join(parts)
+
+
+# --- The fast path. parse_entry tries it first; it must never change a result. It runs the SAME
+# rules (the models' own BeforeValidators, read off the models below) without pydantic's machinery,
+# with one shortcut: a plain amount ("0.10", "42", "-0.5" for slippage) is Decimal(text) as-is,
+# which is what its rule returns for it. Whenever anything is unusual (an envelope that does not
+# decode, a bot message, a rule that refuses, a missing field, a field or validator the table
+# below does not know) it returns None and the pydantic path decides, with its reason: there is
+# one set of error messages. tests/unit/test_events_fast.py checks over generated entries that
+# whatever it returns equals the pydantic path's event (types, Decimal exponents, times, metadata,
+# fields set) and that it defers whenever the pydantic path raises.
+
+
+@dataclass(frozen=True, slots=True)
+class _FastModel:
+    """What the fast path needs to know about a model, read off the model itself."""
+
+    model: type[BaseModel]
+    rules: dict[str, Callable[[Any], Any]]  # field -> its BeforeValidator's function
+    types: dict[str, tuple[type, ...]]  # field -> exact types pydantic passes through unchanged
+    nullable: frozenset[str]  # fields whose type admits None
+    required: frozenset[str]
+    checks: tuple[Callable[[Any], Any], ...]  # the model's "after" validators
+    defaults: dict[str, Any]  # every field in definition order: its default (or a placeholder)
+    factories: tuple[tuple[str, Callable[[], Any]], ...]  # fields with a default_factory
+
+    def build(self, clean: dict[str, Any], fields_set: set[str]) -> Any:
+        """The instance ``model_construct(_fields_set=fields_set, **clean)`` makes, built the way
+        it builds it (pydantic.main.BaseModel.model_construct) without its per-field alias
+        lookups, which cost as much as the rules. The differential test compares ``__dict__``,
+        ``__pydantic_fields_set__``, ``__pydantic_extra__`` and ``__pydantic_private__``."""
+        values = self.defaults.copy()  # keeps the field order; required ones are all in clean
+        for name, factory in self.factories:
+            if name not in clean:
+                values[name] = factory()
+        values.update(clean)
+        event = self.model.__new__(self.model)
+        object.__setattr__(event, "__dict__", values)
+        object.__setattr__(event, "__pydantic_fields_set__", fields_set)
+        object.__setattr__(event, "__pydantic_extra__", None)  # extra="forbid"
+        object.__setattr__(event, "__pydantic_private__", None)  # no private attributes
+        return event
+
+
+# The "after" model validators the fast path knows how to run: they only read the event.
+_KNOWN_CHECKS = frozenset({"_not_overfilled"})
+
+
+def _fast_model(model: type[BaseModel]) -> _FastModel | None:
+    """The fast-path table of ``model``, or None when it has anything the table cannot mirror
+    (constraints, field validators, other model validators, another config): no fast path then."""
+    decorators = model.__pydantic_decorators__
+    if (
+        model.model_config.get("extra") != "forbid"
+        or decorators.field_validators
+        or decorators.validators
+        or decorators.root_validators
+        or not set(decorators.model_validators) <= _KNOWN_CHECKS
+        or any(d.info.mode != "after" for d in decorators.model_validators.values())
+        or model.__pydantic_post_init__ is not None
+        or model.__private_attributes__
+        or model.__pydantic_root_model__
+    ):
+        return None
+    rules: dict[str, Callable[[Any], Any]] = {}
+    types: dict[str, tuple[type, ...]] = {}
+    nullable = set()
+    for name, info in model.model_fields.items():
+        if len(info.metadata) != 1 or not isinstance(info.metadata[0], BeforeValidator):
+            return None
+        rules[name] = info.metadata[0].func  # type: ignore[assignment]  # a plain function here
+        args = get_args(info.annotation) if get_origin(info.annotation) is UnionType else ()
+        members = args or (info.annotation,)
+        if type(None) in members:
+            nullable.add(name)
+        exact = tuple(get_origin(t) or t for t in members if t is not type(None))
+        if not all(t in _PASSED_THROUGH or issubclass(t, StrEnum) for t in exact):
+            return None
+        types[name] = exact
+    checks = tuple(getattr(model, name) for name in sorted(decorators.model_validators))
+    required = frozenset(name for name, info in model.model_fields.items() if info.is_required())
+    defaults = {
+        name: None if info.is_required() or info.default_factory else info.default
+        for name, info in model.model_fields.items()
+    }
+    factories = tuple(
+        (name, info.default_factory)
+        for name, info in model.model_fields.items()
+        if info.default_factory is not None
+    )
+    if any(not _takes_no_arguments(factory) for _, factory in factories):
+        return None
+    return _FastModel(
+        model,
+        rules,
+        types,
+        frozenset(nullable),
+        required,
+        checks,
+        defaults,
+        factories,  # type: ignore[arg-type]
+    )
+
+
+def _takes_no_arguments(factory: Callable[..., Any]) -> bool:
+    """pydantic also accepts a default_factory taking the validated data: not mirrored here."""
+    try:
+        return not inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins such as dict have no signature on some versions
+        return factory in (dict, list)
+
+
+# Types whose exact instances pydantic's core validation returns unchanged (dict: an equal copy).
+_PASSED_THROUGH: frozenset[type] = frozenset({str, Decimal, datetime, dict})
+
+
+def _plain_amount(places: int, digits: int, signed: bool) -> re.Pattern[str]:
+    """Text its amount rule returns as Decimal(text): at most ``digits`` integer and ``places``
+    decimal digits (so no rounding and no range error), no spaces, no exponent."""
+    sign = "-?" if signed else ""
+    return re.compile(f"{sign}[0-9]{{1,{digits}}}(?:\\.[0-9]{{1,{places}}})?")
+
+
+_PLAIN_AMOUNTS: dict[Callable[[Any], Any], re.Pattern[str]] = {
+    _positive: _plain_amount(AMOUNT_PLACES, AMOUNT_DIGITS, signed=False),
+    _non_negative: _plain_amount(AMOUNT_PLACES, AMOUNT_DIGITS, signed=False),
+    _slippage: _plain_amount(SLIPPAGE_PLACES, SLIPPAGE_DIGITS, signed=True),
+}
+
+
+_DEFER: Any = object()  # "let the pydantic path decide"
+
+
+def _fast_value(spec: _FastModel, key: str, value: Any) -> Any:
+    """The value pydantic would store for ``key``, or ``_DEFER``."""
+    rule = spec.rules.get(key)
+    if rule is None:  # extra="forbid"
+        return _DEFER
+    shortcut = _SHORTCUTS.get(rule)
+    if shortcut is not None and type(value) in _SHORTCUT_TYPES:
+        result = shortcut(rule, value)
+        if result is not _NO_SHORTCUT:
+            return result
+    try:
+        result = rule(value)
+    except Exception:  # the pydantic path raises it again, with its reason
+        return _DEFER
+    if result is None:
+        return None if key in spec.nullable else _DEFER
+    return result if type(result) in spec.types[key] else _DEFER
+
+
+# --- Shortcuts: for the common, plain form of a value, what its rule returns, computed with less
+# work; anything else (_NO_SHORTCUT) goes through the rule itself. Each is covered by the
+# differential test, which feeds both plain and odd forms.
+_NO_SHORTCUT: Any = object()
+_SHORTCUT_TYPES = frozenset({str, dict})
+
+
+def _plain_number(rule: Callable[[Any], Any], value: Any) -> Any:
+    """ "0.10", "42": Decimal(text), as the amount rule gives for text within the column's
+    digits and places; 0 and -0 are left to the rule (sign rules, no "-0")."""
+    if type(value) is str and _PLAIN_AMOUNTS[rule].fullmatch(value):
+        number = Decimal(value)
+        if not number.is_zero():
+            return number
+    return _NO_SHORTCUT
+
+
+def _exact_spelling(rule: Callable[[Any], Any], value: Any) -> Any:
+    """ "BUY", "PARTIAL": an accepted spelling as it stands (no spaces, upper-case)."""
+    found = _ENUM_SPELLINGS[rule].get(value) if type(value) is str else None
+    return _NO_SHORTCUT if found is None else found
+
+
+def _zulu_time(rule: Callable[[Any], Any], value: Any) -> Any:
+    """ "2099-01-01T00:00:00.123Z": the rule's ISO path (no surrounding spaces, not a number, so
+    no strip and no number match), already UTC, within the years the rule accepts."""
+    if type(value) is str and value[-1:] == "Z" and value[:1].isdigit():
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return _NO_SHORTCUT
+        if moment.tzinfo is UTC and _EARLIEST <= moment < _LATEST:
+            return moment
+    return _NO_SHORTCUT
+
+
+def _plain_metadata(rule: Callable[[Any], Any], value: Any) -> Any:
+    """A flat object of ASCII text without NUL (extra flat fields): ``_clean`` changes none of
+    it, so the rule's result is an equal copy."""
+    if type(value) is dict and all(
+        type(k) is str and type(v) is str and k.isascii() and v.isascii()
+        and "\x00" not in k and "\x00" not in v
+        for k, v in value.items()
+    ):  # fmt: skip
+        return dict(value)
+    return _NO_SHORTCUT
+
+
+_SHORTCUTS: dict[Callable[[Any], Any], Callable[[Callable[[Any], Any], Any], Any]] = {
+    **dict.fromkeys(_PLAIN_AMOUNTS, _plain_number),
+    **dict.fromkeys(_ENUM_SPELLINGS, _exact_spelling),
+    _timestamp: _zulu_time,
+    _metadata: _plain_metadata,
+}
+
+
+def _construct(spec: _FastModel, values: Mapping[str, Any]) -> Any:
+    """``spec.model.model_validate(values)`` when it would succeed, else None (see above)."""
+    if not spec.required <= values.keys():
+        return None
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        result = _fast_value(spec, key, value)
+        if result is _DEFER:
+            return None
+        clean[key] = result
+    event = spec.build(clean, set(values))
+    try:
+        for check in spec.checks:
+            check(event)
+    except Exception:  # as above
+        return None
+    return event
+
+
+_FAST_MODELS: dict[type[BaseModel], _FastModel | None] = {}
+
+
+# The instance layout _FastModel.build fills in (pydantic 2's BaseModel); another pydantic that
+# lays instances out differently gets no fast path rather than half-built events.
+_INSTANCE_SLOTS = (
+    "__dict__",
+    "__pydantic_fields_set__",
+    "__pydantic_extra__",
+    "__pydantic_private__",
+)
+
+
+def _fast_spec(model: type[BaseModel]) -> _FastModel | None:
+    if model not in _FAST_MODELS:
+        spec = None
+        if tuple(BaseModel.__slots__) == _INSTANCE_SLOTS:
+            try:
+                spec = _fast_model(model)
+            except Exception:  # pydantic internals moved: validate the slow way, never crash
+                spec = None
+        _FAST_MODELS[model] = spec
+    return _FAST_MODELS[model]
+
+
+def validate(model: type[_ModelT], values: Mapping[str, Any]) -> _ModelT:
+    """``model.model_validate(values)``, through the fast path when it can decide.
+
+    Raises pydantic's ``ValidationError`` like ``model_validate``."""
+    spec = _fast_spec(model)
+    event = _construct(spec, values) if spec is not None else None
+    return event if event is not None else model.model_validate(values)
+
+
+_LAST_ENTRY_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time entry_time gives
+
+
+def _entry_id_valid(entry_id: Any) -> bool:
+    """``entry_time(entry_id)`` would not raise; checked without building the datetime, which
+    is needed only when the entry has no ``timestamp``."""
+    if type(entry_id) is not str:
+        return False
+    ms, dash, seq = entry_id.partition("-")
+    return (
+        dash == "-"
+        and 0 < len(ms) <= 20  # entry_time's pattern: [0-9]{1,20}-[0-9]{1,20}
+        and 0 < len(seq) <= 20
+        and ms.isascii()
+        and ms.isdigit()
+        and seq.isascii()
+        and seq.isdigit()
+        and int(ms) <= _LAST_ENTRY_MS
+    )
+
+
+def _parse_fast(kind: EventKind, fields: Mapping[str, Any], entry_id: str) -> Event | None:
+    """``_parse_validated``'s event for a well-formed entry, or None to let it decide.
+
+    One exception: the bot's messages raise ``UnsupportedDialectError`` here, from the same
+    ``_route`` call on the same record as ``_parse_validated`` (so with the same reason, dialect
+    and record); it is the routing signal to ``dialect.translate``, and decoding the entry twice
+    would cost bot messages ~3 µs each for nothing."""
+    if not _entry_id_valid(entry_id):
+        return None
+    try:
+        if "data" in fields or "payload" in fields:
+            record = _unwrap(fields)
+        else:
+            record = {}
+            for key, value in fields.items():
+                if type(value) is not str:
+                    return None
+                if value.strip():  # _given for text
+                    record[key] = value
+        model = _MODELS[_route(kind, record)]
+    except UnsupportedDialectError:
+        raise
+    except InvalidEventError:  # the slow path raises it again, with its reason
+        return None
+    spec = _fast_spec(model)
+    if spec is None:
+        return None
+    values = {key: value for key, value in record.items() if key in spec.rules}
+    if "timestamp" not in values:
+        values["timestamp"] = entry_time(entry_id)
+    if "metadata" in spec.rules:
+        values["metadata"] = _with_extras(record.get("metadata"), record, spec.rules.keys())
+    event: Event | None = _construct(spec, values)
+    return event

@@ -445,6 +445,41 @@ def _order_from_row(row: dict[str, Any]) -> OrderState:
     )
 
 
+def _array_literal(values: list[Any]) -> str | list[Any]:
+    """``values`` as ONE PostgreSQL array literal (``{"a","b\\"c",NULL}``, ``{1.5,NULL}``), or
+    the list itself when its elements are not all text, all finite Decimals, all ints or all
+    aware datetimes (psycopg refuses a list mixing Decimals and ints: so would we).
+
+    Why: psycopg dumps a list parameter element by element in Python, and escapes text elements
+    with a regular expression; for the JSON metadata of 10,000 rows that is ~110 ms against
+    ~4 ms for this literal (numbers ~4x, times ~2x; bench/replay.py spent 11 % there). The SQL
+    casts the literal (``%(x)s::numeric[]``) exactly as it casts psycopg's array, element text
+    being what psycopg itself sends: ``str()`` of a Decimal or int, ISO 8601 of a datetime
+    (with its offset), the string. tests/integration/test_array_params.py checks that both
+    give the same arrays, whatever the values."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if kinds <= {str}:
+        return "{" + ",".join([_NULL if v is None else _quoted(v) for v in values]) + "}"
+    if kinds in ({Decimal}, {int}) and all(v.is_finite() for v in values if type(v) is Decimal):
+        return "{" + ",".join([_NULL if v is None else str(v) for v in values]) + "}"
+    if kinds <= {datetime} and all(v is None or v.tzinfo is not None for v in values):
+        return "{" + ",".join([_NULL if v is None else f'"{v.isoformat()}"' for v in values]) + "}"
+    return values
+
+
+_NULL = "NULL"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array_params(params: dict[str, list[Any]]) -> dict[str, Any]:
+    """Every list parameter of an ``unnest`` statement as an array literal (``_array_literal``)."""
+    return {name: _array_literal(values) for name, values in params.items()}
+
+
 _ORDER_COLUMNS = (
     "order_id", "client_id", "symbol", "side", "order_type", "quantity", "price",
     "filled_quantity", "filled_price", "status", "slippage_pct", "fees_usdt", "fee_type",
@@ -452,17 +487,17 @@ _ORDER_COLUMNS = (
 )  # fmt: skip
 
 
-def _order_params(orders: Iterable[OrderState]) -> dict[str, list[Any]]:
+def _order_params(orders: Iterable[OrderState]) -> dict[str, Any]:
     params: dict[str, list[Any]] = {name: [] for name in (*_ORDER_COLUMNS, "metadata")}
     for order in orders:
         for name in _ORDER_COLUMNS:
             value = getattr(order, name)
             params[name].append(value.value if hasattr(value, "value") else value)
         params["metadata"].append(dumps(order.metadata) if order.metadata else None)
-    return params
+    return _array_params(params)
 
 
-def _fill_params(fills: Sequence[tuple[FillEvent, Side]]) -> dict[str, list[Any]]:
+def _fill_params(fills: Sequence[tuple[FillEvent, Side]]) -> dict[str, Any]:
     params: dict[str, list[Any]] = {
         name: []
         for name in (
@@ -481,7 +516,7 @@ def _fill_params(fills: Sequence[tuple[FillEvent, Side]]) -> dict[str, list[Any]
         params["filled_at"].append(fill.timestamp)
         # paper_fills has no side column: keep it with the fill (flaw 5 in the ERD).
         params["metadata"].append(dumps({**fill.metadata, "side": side.value}))
-    return params
+    return _array_params(params)
 
 
 def _position_from_row(row: dict[str, Any]) -> accounting.Position:
@@ -497,14 +532,14 @@ _POSITION_PARAMS = {
 }  # fmt: skip
 
 
-def _position_params(positions: Iterable[accounting.Position]) -> dict[str, list[Any]]:
+def _position_params(positions: Iterable[accounting.Position]) -> dict[str, Any]:
     params: dict[str, list[Any]] = {name: [] for name in (*_POSITION_PARAMS, "metadata")}
     for position in positions:
         row = position.to_row()
         for param, column in _POSITION_PARAMS.items():
             params[param].append(row[column])
         params["metadata"].append(dumps(row["metadata"]))
-    return params
+    return _array_params(params)
 
 
 def _utc_date(moment: datetime) -> date:
@@ -938,34 +973,38 @@ def _move_positions(
     if effects:
         conn.execute(
             INSERT_FILL_PNL,
-            {
-                "fill_id": [f.fill_id for f, _ in effects],
-                "symbol": [f.symbol for f, _ in effects],
-                "filled_at": [f.timestamp for f, _ in effects],
-                "realized": [o.realized_delta for _, o in effects],
-                "quantity": [o.position.quantity for _, o in effects],
-            },
+            _array_params(
+                {
+                    "fill_id": [f.fill_id for f, _ in effects],
+                    "symbol": [f.symbol for f, _ in effects],
+                    "filled_at": [f.timestamp for f, _ in effects],
+                    "realized": [o.realized_delta for _, o in effects],
+                    "quantity": [o.position.quantity for _, o in effects],
+                }
+            ),
         )
     if trips:
         conn.execute(INSERT_ROUND_TRIPS, _trip_params(trips))
 
 
-def _trip_params(trips: Sequence[tuple[str, accounting.ClosedTrip]]) -> dict[str, list[Any]]:
-    return {
-        "fill_id": [fill_id for fill_id, _ in trips],
-        "symbol": [t.symbol for _, t in trips],
-        "direction": [t.direction for _, t in trips],
-        "opened_at": [t.opened_at for _, t in trips],
-        "closed_at": [t.closed_at for _, t in trips],
-        "quantity": [t.quantity for _, t in trips],
-        "max_quantity": [t.max_quantity for _, t in trips],
-        "entry_avg_price": [t.entry_avg_price for _, t in trips],
-        "exit_avg_price": [t.exit_avg_price for _, t in trips],
-        "realized": [t.realized_pnl for _, t in trips],
-        "fees": [t.fees for _, t in trips],
-        "fills": [t.fills for _, t in trips],
-        "reason": [t.reason for _, t in trips],
-    }
+def _trip_params(trips: Sequence[tuple[str, accounting.ClosedTrip]]) -> dict[str, Any]:
+    return _array_params(
+        {
+            "fill_id": [fill_id for fill_id, _ in trips],
+            "symbol": [t.symbol for _, t in trips],
+            "direction": [t.direction for _, t in trips],
+            "opened_at": [t.opened_at for _, t in trips],
+            "closed_at": [t.closed_at for _, t in trips],
+            "quantity": [t.quantity for _, t in trips],
+            "max_quantity": [t.max_quantity for _, t in trips],
+            "entry_avg_price": [t.entry_avg_price for _, t in trips],
+            "exit_avg_price": [t.exit_avg_price for _, t in trips],
+            "realized": [t.realized_pnl for _, t in trips],
+            "fees": [t.fees for _, t in trips],
+            "fills": [t.fills for _, t in trips],
+            "reason": [t.reason for _, t in trips],
+        }
+    )
 
 
 def accounting_fill(event: FillEvent, side: Side) -> accounting.Fill:
@@ -984,10 +1023,13 @@ def _advance_offsets(
     conn: psycopg.Connection[dict[str, Any]], keys: Sequence[EntryKey], group: str
 ) -> None:
     last: dict[str, EntryKey] = {}
+    last_sort: dict[str, tuple[int, int]] = {}  # last[stream].sort_key, parsed once
     counts: dict[str, int] = {}
     for key in keys:
-        if key.stream not in last or key.sort_key > last[key.stream].sort_key:
+        sort_key = key.sort_key
+        if key.stream not in last or sort_key > last_sort[key.stream]:
             last[key.stream] = key
+            last_sort[key.stream] = sort_key
         counts[key.stream] = counts.get(key.stream, 0) + 1
     streams = sorted(last)
     conn.execute(

@@ -486,6 +486,9 @@ INVALID = [
     ("mark", {**MARK, "timestamp": "0"}, "timestamp: year 1970 is outside"),
     ("mark", {**MARK, "timestamp": "-1700000000"}, "timestamp: year 1916 is outside"),
     ("mark", {**MARK, "timestamp": "1e30"}, "timestamp: is far outside 2000-2100"),
+    # beyond the default decimal context's Emax: was a decimal.Overflow crash, not a reason
+    ("mark", {**MARK, "timestamp": "1E+999999999"}, "timestamp: is far outside 2000-2100"),
+    ("mark", {**MARK, "timestamp": "-1e1000000"}, "timestamp: is far outside 2000-2100"),
     ("mark", {**MARK, "timestamp": "NaN"}, "timestamp: must be an ISO-8601"),
     ("mark", as_data({**MARK, "timestamp": True}), "timestamp: must be an ISO-8601"),
     # envelopes

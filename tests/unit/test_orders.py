@@ -140,3 +140,18 @@ def test_status_rank_never_decreases(events):
         if state.status in {"FILLED", "REJECTED", "CANCELLED", "FAILED"}:
             assert new.status == state.status
         state = new
+
+
+def test_the_fold_names_every_field_of_the_row():
+    """apply_order_event builds the row field by field (not dataclasses.replace, for speed): a
+    field added to OrderState and not named there would silently fall back to its default."""
+    import dataclasses  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    from consumer.orders import OrderState  # noqa: PLC0415
+
+    source = inspect.getsource(apply_order_event)
+    fields = dataclasses.fields(OrderState)
+    missing = [f.name for f in fields if not re.search(rf"\b{f.name}=", source)]
+    assert not missing

@@ -1,0 +1,105 @@
+"""Reading and validation alone, without PostgreSQL: CPU per entry of a replay's first half.
+
+    python bench/parse.py [--events 100000] [--repeat 5]
+
+Publishes N synthetic events (``Publisher``, seed 4, 1 % malformed: the data of
+bench/replay.py) into fresh streams, exports them to a .jsonl.gz archive, then times, best of
+``--repeat`` passes over the archive: (1) ``replay.file_entries`` alone (gzip, JSON, shape checks,
+order checks) and (2) the same plus ``worker.parse_raw`` on every entry (the contract and the
+bot dialect, as the worker and replay validate). No database, so the numbers move little with
+other load on the machine; they are process CPU seconds per entry.
+
+Servers: PAPER_BENCH_REDIS_URL (default redis://127.0.0.1:6379/14; the streams are deleted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from consumer import events, replay
+from consumer.logs import configure
+from consumer.publisher import Publisher
+from consumer.settings import Settings
+from consumer.worker import dialect_options, parse_raw, stream_kinds
+
+
+def _best(passes: int, run: object) -> float:
+    best = float("inf")
+    for _ in range(passes):
+        started = time.process_time()
+        run()  # type: ignore[operator]
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    redis_url = os.environ.get("PAPER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    configure("json", "error")
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        database_url="postgresql://unused@127.0.0.1/unused",
+        redis_url=redis_url,
+        orders_stream=f"{prefix}.orders",
+        fills_stream=f"{prefix}.fills",
+        marks_stream=f"{prefix}.market_data",
+        dlq_stream=f"{prefix}.dlq",
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        Publisher(
+            client,
+            orders_stream=settings.orders_stream,
+            fills_stream=settings.fills_stream,
+            marks_stream=settings.marks_stream,
+            seed=4,
+            malformed_ratio=0.01,
+            start=datetime(2099, 1, 1, tzinfo=UTC),
+            run_id="bench4",
+        ).publish(args.events)
+        with tempfile.TemporaryDirectory() as folder:
+            archive = Path(folder) / "bench.jsonl.gz"
+            exported = replay.export(redis_url, settings.streams(), archive)
+            streams = settings.streams()
+            kinds = stream_kinds(settings)
+            options = dialect_options(settings)
+
+            def read() -> None:
+                for _ in replay.file_entries(archive, streams):
+                    pass
+
+            def read_and_parse() -> None:
+                for entry in replay.file_entries(archive, streams):
+                    with contextlib.suppress(events.InvalidEventError):
+                        parse_raw(kinds, entry, options)
+
+            n = exported.entries
+            read_s = _best(args.repeat, read)
+            both_s = _best(args.repeat, read_and_parse)
+    finally:
+        client.delete(*settings.streams(), settings.dlq_stream)
+        client.close()
+    print(f"entries: {n}")
+    print(f"read archive:          {read_s:.3f} s CPU = {read_s / n * 1e6:.2f} us/entry")
+    print(f"read + validate:       {both_s:.3f} s CPU = {both_s / n * 1e6:.2f} us/entry")
+    print(f"validate (difference): {(both_s - read_s) / n * 1e6:.2f} us/entry")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -294,7 +294,7 @@ class ShardRunner:
             if until_idle and shard in self.drained:
                 continue
             self._take(shard)
-        return until_idle and self._all_done(views)
+        return until_idle and self._all_done()
 
     def _renew(self, sent: float) -> None:
         held = list(self.held.values())
@@ -344,13 +344,13 @@ class ShardRunner:
         self.log.info("shard_acquired", shard=shard, epoch=fence.epoch)
         h.thread.start()
 
-    def _all_done(self, views: Sequence[shards.LeaseView]) -> bool:
-        """Burst mode: nothing of ours runs, and every shard is drained by us, held by another
-        live worker, or free with nothing left in Redis."""
+    def _all_done(self) -> bool:
+        """Burst mode: nothing of ours runs, and every shard we did not drain ourselves has
+        nothing left in Redis (a shard held by another worker counts only once that worker
+        has drained it: if it dies meanwhile, its lease expires and we take the shard)."""
         if self.held:
             return False
-        others = {v.shard for v in views if v.live and v.owner != self.member}
-        rest = [k for k in range(self.settings.shards) if k not in self.drained | others]
+        rest = [k for k in range(self.settings.shards) if k not in self.drained]
         return all(self._shard_empty(k) for k in rest)
 
     def _shard_empty(self, shard: int) -> bool:

@@ -1461,7 +1461,8 @@ DELETE FROM paper_shard_members WHERE group_name = %(group)s AND member = %(memb
 
 SELECT_LEASES = """
 SELECT shard, owner, epoch, acquired_at, heartbeat_at, expires_at,
-       owner IS NOT NULL AND expires_at > clock_timestamp() AS live
+       owner IS NOT NULL AND expires_at > clock_timestamp() AS live,
+       extract(epoch FROM clock_timestamp() - heartbeat_at)::float8 AS heartbeat_age_s
 FROM paper_shard_leases WHERE group_name = %(group)s ORDER BY shard
 """
 

@@ -223,6 +223,7 @@ class ShardRunner:
         self.failed = False
         self._burst = False
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a shard's thread ended (or stop): turn now
         self._outage = False
         self.log = get_logger(component="shards", consumer=self.member)
         self.leases = LeaseStore(
@@ -237,6 +238,7 @@ class ShardRunner:
     def stop(self) -> None:
         """Finish the batches in hand, release the leases and return (signal-handler safe)."""
         self._stop.set()
+        self._wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -263,7 +265,8 @@ class ShardRunner:
                 self.observer.heartbeat()
                 if self._turn(until_idle=until_idle):
                     break
-                self._stop.wait(self.interval_s)
+                self._wake.wait(self.interval_s)
+                self._wake.clear()
         finally:
             self._shutdown()
             self.leases.close()
@@ -314,7 +317,11 @@ class ShardRunner:
         """Forget shards whose thread has ended; release the leases that are still ours."""
         for shard, h in list(self.held.items()):
             if h.thread is not None and h.thread.is_alive():
-                continue
+                if h.outcome is None:
+                    continue
+                h.thread.join(timeout=2.0)  # it is closing its connections
+                if h.thread.is_alive():
+                    continue
             del self.held[shard]
             if h.outcome == "crashed":
                 self.failed = True
@@ -396,6 +403,7 @@ class ShardRunner:
         finally:
             stream.close()
             store.close()
+            self._wake.set()
 
     # -- shutdown and retries -------------------------------------------------------------------
 

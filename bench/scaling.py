@@ -138,6 +138,7 @@ def main() -> int:
                 "exit_codes": codes,
                 "pending_after": pending,
                 "state_equals_1_worker": state == states[runs[0]],
+                "differing_tables": sorted(t for t in state if state[t] != states[runs[0]][t]),
             }
             results.append(row)
             print(json.dumps(row), flush=True)

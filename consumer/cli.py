@@ -251,18 +251,10 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_sharded(args: argparse.Namespace, settings: Settings) -> int:
     """``run`` with PAPER_SHARDS > 0: the shards this process holds, one worker thread each."""
-    from consumer.leases import ShardRunner  # noqa: PLC0415
-    from consumer.shards import all_shard_streams  # noqa: PLC0415
-    from consumer.stream import RedisStream  # noqa: PLC0415
+    from consumer.leases import ShardRunner, ShardsProbe  # noqa: PLC0415
 
     log = get_logger(component="cli")
-    probe = RedisStream(
-        settings.redis_dsn(),
-        streams=all_shard_streams(settings),
-        group=settings.group,
-        consumer=settings.consumer_name,
-        dlq_stream=settings.dlq_stream,
-    )
+    probe = ShardsProbe.for_settings(settings)
     runner = ShardRunner(settings, archive=args.archive)
     log.info(
         "connecting",
@@ -446,7 +438,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from consumer import replay  # noqa: PLC0415 - keep `--help` fast
 
-    streams = args.stream or settings.streams()
+    streams = args.stream or replay.layout(settings)[0]
     summary = replay.export(settings.redis_dsn(), streams, args.out, start=args.start, end=args.end)
     print(summary.describe())
     return 0

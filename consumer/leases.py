@@ -138,6 +138,36 @@ class LeasedStream(RedisStream):
         super().dead_letter_and_ack(dead, ack)
 
 
+class ShardsProbe(RedisStream):
+    """Every shard's streams at once, for the metrics prober and ``status``: read-only, and
+    the dead letters are those of all shards' dead-letter streams together."""
+
+    dlqs: list[str]
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ShardsProbe:
+        parts = [shards.shard_settings(settings, k) for k in range(settings.shards)]
+        probe = cls(
+            settings.redis_dsn(),
+            streams=[name for part in parts for name in part.streams()],
+            group=settings.group,
+            consumer=settings.consumer_name,
+            dlq_stream=settings.dlq_stream,
+        )
+        probe.dlqs = [part.dlq_stream for part in parts]
+        return probe
+
+    def dead_letters(self, newest: int = 3) -> tuple[int, list[dict[str, str]]]:
+        total, letters = 0, []
+        for name in self.dlqs:
+            self.dlq_stream = name
+            length, some = super().dead_letters(newest)
+            total += length
+            letters.extend(some)
+        letters.sort(key=lambda letter: tuple(map(int, letter["id"].split("-"))), reverse=True)
+        return total, letters[:newest]
+
+
 class FencedStore:
     """The worker's ``Store`` for one shard: every batch checks the lease in its transaction."""
 

@@ -24,9 +24,10 @@ from structlog.testing import capture_logs
 
 from consumer import status
 from consumer.errors import LeaseLostError
-from consumer.leases import LeasedStream, LocalLease, ShardRunner
+from consumer.leases import LeasedStream, LocalLease, ShardRunner, ShardsProbe
 from consumer.publisher import Publisher
 from consumer.records import EntryKey, ParsedEntry, RawEntry
+from consumer.replay import SourceSpec, replay
 from consumer.settings import Settings
 from consumer.shards import all_shard_streams, shard_of, shard_settings
 from consumer.store import LeaseStore, PostgresStore, check_fence
@@ -176,6 +177,20 @@ def test_a_dead_workers_shards_are_taken_over_and_its_pending_entries_reclaimed(
     assert _count(sharded.database_dsn(), "paper_fills") > 50
 
 
+def test_a_replay_of_the_sharded_streams_equals_one_unsharded_worker(
+    sharded: Settings, redis_client: redis.Redis, make_database: Any
+) -> None:
+    _publisher(redis_client, sharded, shards=2).publish(600)
+    replayed = make_database()
+    assert replay(sharded, SourceSpec("redis"), target_dsn=replayed).entries == 600
+    reference = sharded.model_copy(update={"database_url": SecretStr(make_database()), "shards": 0})
+    _publisher(redis_client, reference, shards=0).publish(600)
+    run_until_idle(reference)
+    mine, theirs = snapshot(replayed), snapshot(reference.database_dsn())
+    mine.pop("snapshots"), theirs.pop("snapshots")
+    assert mine == theirs
+
+
 def test_without_a_valid_lease_the_stream_refuses_to_read_and_clamps_blocking(
     sharded: Settings,
 ) -> None:
@@ -210,6 +225,13 @@ def test_an_entry_on_the_wrong_shard_is_dead_lettered(
     (letter,) = [fields for _, fields in redis_client.xrange(one.dlq_stream)]
     assert letter["fill_id"] == "f2"
     assert "belongs to shard 0 of 2, not 1" in letter["error"]
+    probe = ShardsProbe.for_settings(sharded)  # what the metrics prober reads
+    try:
+        assert len(probe.group_state()) == 2 * 3
+        length, newest = probe.dead_letters(3)
+        assert (length, [n["source_stream"] for n in newest]) == (1, [one.fills_stream])
+    finally:
+        probe.close()
 
 
 def test_status_shows_owner_heartbeat_and_lag_per_shard(

@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 from consumer import status
 from consumer.errors import LeaseLostError
 from consumer.leases import LeasedStream, LocalLease, ShardRunner, ShardsProbe
+from consumer.logs import configure
 from consumer.publisher import Publisher
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.replay import SourceSpec, replay
@@ -154,6 +155,7 @@ def test_a_dead_workers_shards_are_taken_over_and_its_pending_entries_reclaimed(
     gone.close()
     dead.close()
 
+    configure("json", "info")  # an earlier test may have left a higher level in place
     with capture_logs() as logs:
         assert ShardRunner(sharded).run(until_idle=True) == 0
     events = [e["event"] for e in logs]

@@ -4,8 +4,10 @@ Four ``python -m consumer run`` processes (PAPER_SHARDS=8, 1.5 s leases) consume
 publisher sends 16 symbols' events to their shards. Every 0.3–1.2 s one worker, chosen at
 random, gets SIGKILL — in the middle of a batch, a lease renewal or a takeover, whatever it was
 doing — and is restarted under the same name, sometimes only after its leases expired (its
-shards then move to the others, its pending entries are adopted). When the streams are drained
-the workers are stopped, and every paper table (ingestion timestamps and stream ids left out;
+shards then move to the others, its pending entries are adopted); a quarter of the time it is
+instead frozen with SIGSTOP for longer than its leases and then resumed, a stale owner with a
+batch in hand that the fences must stop. When the streams are drained the workers are stopped,
+and every paper table (ingestion timestamps and stream ids left out;
 P&L snapshots are not part of the sharded guarantee, docs/scaling.md) must equal what ONE
 ordinary unsharded worker makes of the same events.
 """
@@ -96,61 +98,95 @@ def _drained(settings: Settings) -> bool:
     return all(s["group"] and s["lag"] == 0 and s["pending"] == 0 for s in states)
 
 
+class _Fleet:
+    """The worker processes, restartable under their names; stderr kept per worker."""
+
+    def __init__(self, settings: Settings, folder: Path) -> None:
+        self.settings = settings
+        self.logs = [folder / f"w{i + 1}.log" for i in range(WORKERS)]
+        self.procs = [self._start(i) for i in range(WORKERS)]
+        self.started = [time.monotonic()] * WORKERS
+
+    def _start(self, i: int) -> subprocess.Popen[bytes]:
+        with self.logs[i].open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "consumer", "run"],
+                env=_env(self.settings, f"w{i + 1}"),
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    def kill_and_restart(self, i: int, down_s: float) -> None:
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.procs[i].wait()
+        time.sleep(down_s)
+        self.procs[i] = self._start(i)
+        self.started[i] = time.monotonic()
+
+    def freeze(self, i: int, seconds: float) -> None:
+        self.procs[i].send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        self.procs[i].send_signal(signal.SIGCONT)
+
+    def stop(self) -> list[int]:
+        # A process just restarted may not have installed its SIGTERM handler yet.
+        time.sleep(max(0.0, 4 - (time.monotonic() - max(self.started))))
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        return [proc.wait(30) for proc in self.procs]
+
+
+def _chaos(fleet: _Fleet, sending: threading.Thread, rng: random.Random) -> dict[str, int]:
+    """Hit a random worker every 0.3–1.2 s while ``sending`` publishes."""
+    done = {"kills": 0, "late_restarts": 0, "pauses": 0}
+    while sending.is_alive():
+        time.sleep(rng.uniform(0.3, 1.2))
+        i = rng.randrange(WORKERS)
+        if rng.random() < 0.25:
+            # Frozen past its leases (a GC pause, SIGSTOP): it wakes up as a stale owner,
+            # batch in hand, and must neither commit nor read another entry of them.
+            fleet.freeze(i, rng.uniform(1.8, 3.0))
+            done["pauses"] += 1
+        elif rng.random() < 0.3:  # stays down past its leases: its shards move to the others
+            fleet.kill_and_restart(i, rng.uniform(1.6, 2.5))
+            done["kills"] += 1
+            done["late_restarts"] += 1
+        else:
+            fleet.kill_and_restart(i, 0.0)
+            done["kills"] += 1
+    return done
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_four_workers_killed_at_random_end_in_the_single_worker_state(
     settings: Settings, redis_client: redis.Redis, make_database: Any, tmp_path: Path
 ) -> None:
     sharded = settings.model_copy(update={"shards": SHARDS})
-    rng = random.Random(7)  # noqa: S311 - a reproducible test schedule
-    logs = [tmp_path / f"w{i + 1}.log" for i in range(WORKERS)]
-
-    def start(i: int) -> subprocess.Popen[bytes]:
-        with logs[i].open("ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "consumer", "run"],
-                env=_env(sharded, f"w{i + 1}"),
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-
-    procs = [start(i) for i in range(WORKERS)]
-    started = [time.monotonic()] * WORKERS
     publisher = _publisher(redis.Redis.from_url(sharded.redis_dsn()), sharded, SHARDS)
     sending = threading.Thread(
         target=publisher.publish, args=(EVENTS,), kwargs={"rate_per_s": RATE}
     )
-    kills = late_restarts = 0
+    fleet = _Fleet(sharded, tmp_path)
+    codes: list[int] = []
     try:
         sending.start()
-        while sending.is_alive():
-            time.sleep(rng.uniform(0.3, 1.2))
-            i = rng.randrange(WORKERS)
-            procs[i].send_signal(signal.SIGKILL)
-            procs[i].wait()
-            kills += 1
-            if rng.random() < 0.3:  # stays down past its lease: its shards move to the others
-                time.sleep(rng.uniform(1.6, 2.5))
-                late_restarts += 1
-            procs[i] = start(i)
-            started[i] = time.monotonic()
+        done = _chaos(fleet, sending, random.Random(7))  # noqa: S311 - a reproducible schedule
         sending.join()
         deadline = time.monotonic() + 60
         while not (_drained(sharded) and _drained(sharded)):
             assert time.monotonic() < deadline, "the shards were not drained in time"
             time.sleep(0.5)
-        # A process just restarted may not have installed its SIGTERM handler yet.
-        time.sleep(max(0.0, 4 - (time.monotonic() - max(started))))
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        codes = [proc.wait(30) for proc in procs]
+        codes = fleet.stop()
         dlqs = [shard_settings(sharded, k).dlq_stream for k in range(SHARDS)]
         redis_client.delete(*all_shard_streams(sharded), *dlqs)
-    assert codes == [0] * WORKERS, [p.read_text()[-2000:] for p in logs]
-    assert kills >= 8
-    assert late_restarts >= 1
+    assert codes == [0] * WORKERS, [p.read_text()[-2000:] for p in fleet.logs]
+    assert done["kills"] >= 4
+    assert done["late_restarts"] >= 1
+    assert done["pauses"] >= 1
+    assert any("shard_lease_lost" in log.read_text() for log in fleet.logs)  # stale owners met
     epochs = rows(sharded.database_dsn(), "SELECT max(epoch) AS top FROM paper_shard_leases")
     assert epochs[0]["top"] > 1  # shards changed hands
 

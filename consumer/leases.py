@@ -34,7 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -231,7 +231,6 @@ class _Held:
     thread: threading.Thread | None = None
     outcome: str | None = None  # drained | stopped | lost | crashed (set by the thread)
     releasing: bool = False
-    started: float = field(default_factory=time.monotonic)
 
 
 class ShardRunner:
@@ -349,7 +348,7 @@ class ShardRunner:
             if h.thread is not None and h.thread.is_alive():
                 if h.outcome is None:
                     continue
-                h.thread.join(timeout=2.0)  # it is closing its connections
+                h.thread.join(timeout=self.interval_s / 2)  # it is closing its connections
                 if h.thread.is_alive():
                     continue
             del self.held[shard]

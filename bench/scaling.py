@@ -1,20 +1,26 @@
 """Scaling: 1, 2 and 4 workers in one consumer group; throughput and the final state.
 
-    python bench/scaling.py [--events 50000] [--workers 1,2,4]
+    python bench/scaling.py [--events 50000] [--workers 1,2,4] [--shards 8]
 
 For each worker count k: a fresh migrated database and fresh streams receive the same backlog
 (``Publisher``, seed 11, same start time and run id, so the same events with the same event
 times; 1 % malformed), then k ``python -m consumer run --until-idle`` processes (consumer names
-w1..wk, one group) drain it. Timed from the first start to the last exit. The final state of
-every paper table (``tests/support/pipeline.SNAPSHOT_QUERIES``: ingestion timestamps and stream
-ids left out) must equal the single-worker state.
+w1..wk, one group) drain it. Timed from the first start to the moment every stream's group lag
+and pending count are 0 (polled every 50 ms: "drained"), and to the last exit (which adds the
+burst mode's idle detection). The final state of every paper table
+(``tests/support/pipeline.SNAPSHOT_QUERIES``: ingestion timestamps and stream ids left out) must
+equal the single-worker state.
 
-What this measures today: sharding (issue 7) is not built. All k workers read the SAME streams;
-the order gate in ``Worker._step`` never reads past entries pending at another consumer (fills
-must move positions in stream order), so while one worker holds a batch the others wait (0.1 s
-naps) — they take turns, and k > 1 cannot be faster than k = 1.
-TODO(issue 7): publish into N sharded streams (e.g. by symbol), give each worker its shard set,
-and rerun this script over the shards; the equality check stays as it is.
+Unsharded (``--shards 0``, the default): all k workers read the SAME streams; the order gate in
+``Worker._step`` never reads past entries pending at another consumer (fills must move positions
+in stream order), so while one worker holds a batch the others wait — they take turns.
+
+Sharded (``--shards N``): the publisher sends each event to its symbol's shard
+(``stream.*.{k}``, ``consumer/shards.py``) and the k processes run with ``PAPER_SHARDS=N``
+(``PAPER_LEASE_TTL_S=3``: a process waits one heartbeat, 1 s, before taking shards, so that
+processes started together share them). The reference is then ONE worker on the same events
+unsharded; P&L snapshots are left out of the comparison (docs/scaling.md: with shards, event
+time is per shard and snapshot rows are not part of the equality guarantee).
 """
 
 from __future__ import annotations
@@ -30,8 +36,26 @@ import redis
 from _common import machine, scratch, worker_env
 
 from consumer.logs import configure
-from consumer.publisher import Publisher
+from consumer.publisher import DEFAULT_SYMBOLS, Publisher
+from consumer.shards import all_shard_streams
 from tests.support.pipeline import snapshot
+
+# Enough symbols for the shards to get some each (the default three would leave most empty).
+SHARDED_SYMBOLS = (*DEFAULT_SYMBOLS, "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT",
+                   "DOTUSDT", "LINKUSDT", "LTCUSDT", "TRXUSDT", "ATOMUSDT", "NEARUSDT",
+                   "APTUSDT", "ARBUSDT")  # fmt: skip
+
+
+def _drained(client: redis.Redis, streams: list[str], group: str) -> bool:
+    """Every entry delivered to the group and acknowledged (committed or dead-lettered)."""
+    pipe = client.pipeline(transaction=False)
+    for name in streams:
+        pipe.xinfo_groups(name)
+    for groups in pipe.execute():
+        mine = [g for g in groups if g["name"] in (group, group.encode())]
+        if not mine or mine[0]["lag"] != 0 or mine[0]["pending"] != 0:
+            return False
+    return True
 
 
 def main() -> int:
@@ -39,19 +63,29 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--shards", type=int, default=0, help="0: unsharded streams")
+    parser.add_argument("--symbols", type=int, default=0, help="default: 3, or 16 with --shards")
     args = parser.parse_args()
     configure("json", "warning")
     print(f"machine: {machine()}")
     counts = [int(k) for k in args.workers.split(",")]
+    symbols = SHARDED_SYMBOLS if args.shards else DEFAULT_SYMBOLS
+    if args.symbols:
+        symbols = SHARDED_SYMBOLS[: args.symbols]
     results = []
     with scratch() as s:
         template = s.template()
         states = {}
-        for k in counts:
-            dsn = s.database(f"w{k}", template)
-            settings = s.settings(dsn, tag=f"w{k}")
+        runs = [(k, args.shards) for k in counts]
+        if args.shards:
+            runs.insert(0, (1, 0))  # the reference: one worker, unsharded, same events
+        for k, shards in runs:
+            label = f"w{k}s{shards}"
+            dsn = s.database(label, template)
+            settings = s.settings(dsn, tag=label, shards=shards)
+            streams = all_shard_streams(settings) if shards else settings.streams()
             client = redis.Redis.from_url(settings.redis_dsn())
-            for name in settings.streams():
+            for name in streams:
                 client.xgroup_create(name, settings.group, id="0", mkstream=True)
             Publisher(
                 client,
@@ -62,38 +96,58 @@ def main() -> int:
                 malformed_ratio=0.01,
                 start=datetime(2099, 1, 1, tzinfo=UTC),
                 run_id=f"scale{args.seed}",
+                symbols=symbols,
+                shards=shards,
             ).publish(args.events)
             started = time.perf_counter()
             procs = [
                 subprocess.Popen(
                     [sys.executable, "-m", "consumer", "run", "--until-idle"],
-                    env=worker_env(settings, PAPER_CONSUMER_NAME=f"w{i + 1}"),
+                    env=worker_env(
+                        settings,
+                        PAPER_CONSUMER_NAME=f"w{i + 1}",
+                        PAPER_SHARDS=str(shards),
+                        PAPER_LEASE_TTL_S="3",
+                    ),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
                 for i in range(k)
             ]
+            drained_s = None
+            while any(p.poll() is None for p in procs):
+                if drained_s is None and _drained(client, streams, settings.group):
+                    drained_s = time.perf_counter() - started
+                time.sleep(0.05)
             codes = [p.wait(1800) for p in procs]
             seconds = time.perf_counter() - started
-            pending = sum(
-                int(client.xpending(n, settings.group)["pending"]) for n in settings.streams()
-            )
+            drained_s = seconds if drained_s is None else drained_s
+            pending = sum(int(client.xpending(n, settings.group)["pending"]) for n in streams)
             client.close()
-            states[k] = snapshot(dsn)
+            state = snapshot(dsn)
+            if args.shards:
+                state.pop("snapshots")  # not part of the sharded guarantee (docs/scaling.md)
+            states[(k, shards)] = state
             row = {
                 "workers": k,
+                "shards": shards,
                 "seconds": round(seconds, 2),
                 "entries_per_s": round(args.events / seconds),
+                "drained_s": round(drained_s, 2),
+                "drained_entries_per_s": round(args.events / drained_s),
                 "exit_codes": codes,
                 "pending_after": pending,
-                "state_equals_1_worker": states[k] == states[counts[0]],
+                "state_equals_1_worker": state == states[runs[0]],
+                "differing_tables": sorted(t for t in state if state[t] != states[runs[0]][t]),
             }
             results.append(row)
             print(json.dumps(row), flush=True)
     base = results[0]["entries_per_s"]
     for row in results:
         print(
-            f"{row['workers']} worker(s): {row['entries_per_s']:>6} entries/s "
+            f"{row['workers']} worker(s), {row['shards']} shards: "
+            f"{row['drained_entries_per_s']:>6} entries/s drained in {row['drained_s']} s, "
+            f"{row['entries_per_s']:>6} entries/s to the last exit "
             f"({row['entries_per_s'] / base:.2f}x), state equal: {row['state_equals_1_worker']}"
         )
     print("result " + json.dumps(results))

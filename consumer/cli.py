@@ -44,6 +44,8 @@ _RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--claim-idle-s": ("claim_idle_s", float, "reclaim others' pending entries idle this long"),
     "--max-deliveries": ("max_deliveries", int, "dead-letter an entry delivered more often"),
     "--shutdown-grace-s": ("shutdown_grace_s", float, "time to finish the batch on SIGTERM"),
+    "--shards": ("shards", int, "streams sharded by symbol into N (PAPER_SHARDS; 0: unsharded)"),
+    "--lease-ttl-s": ("lease_ttl_s", float, "a dead worker's shards move after this long"),
 }
 
 
@@ -140,6 +142,12 @@ def _add_publish_and_demo(commands: Any) -> None:
     publish.add_argument(
         "--rate", type=_positive_float, default=None, help="events per second (default: at once)"
     )
+    publish.add_argument(
+        "--shards",
+        type=_non_negative_int,
+        default=None,
+        help="send each event to its symbol's shard <stream>.{k} of N (PAPER_SHARDS; default 0)",
+    )
     demo = commands.add_parser(
         "demo", help="embedded PostgreSQL + Redis, the worker and a synthetic bot, live summary"
     )
@@ -218,6 +226,8 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except SchemaNotReadyError as exc:
         log.error("schema_not_ready", error=str(exc))
         return EXIT_ERROR
+    if settings.shards:
+        return _run_sharded(args, settings)
     store = PostgresStore(
         dsn,
         group=settings.group,
@@ -237,6 +247,31 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             monitoring.close()
         stream.close()
         store.close()
+
+
+def _run_sharded(args: argparse.Namespace, settings: Settings) -> int:
+    """``run`` with PAPER_SHARDS > 0: the shards this process holds, one worker thread each."""
+    from consumer.leases import ShardRunner, ShardsProbe  # noqa: PLC0415
+
+    log = get_logger(component="cli")
+    probe = ShardsProbe.for_settings(settings)
+    runner = ShardRunner(settings, archive=args.archive)
+    log.info(
+        "connecting",
+        database=redact_url(settings.database_dsn()),
+        redis=redact_url(settings.redis_dsn()),
+        shards=settings.shards,
+    )
+    monitoring = _start_monitoring(settings, runner, probe)
+    if monitoring is not None:
+        runner.observer = monitoring.metrics
+    try:
+        with _stop_on_signals(runner.stop):
+            return runner.run(until_idle=args.until_idle)
+    finally:
+        if monitoring is not None:
+            monitoring.close()
+        probe.close()
 
 
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -287,6 +322,7 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             seed=seed,
             symbols=args.symbols or DEFAULT_SYMBOLS,
             malformed_ratio=args.malformed_ratio,
+            shards=settings.shards,
         )
         with _stop_on_signals(publisher.stop):
             stats = publisher.publish(args.events, rate_per_s=args.rate)
@@ -402,7 +438,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from consumer import replay  # noqa: PLC0415 - keep `--help` fast
 
-    streams = args.stream or settings.streams()
+    streams = args.stream or replay.layout(settings)[0]
     summary = replay.export(settings.redis_dsn(), streams, args.out, start=args.start, end=args.end)
     print(summary.describe())
     return 0

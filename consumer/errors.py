@@ -48,3 +48,8 @@ class ReplayRefusedError(PaperConsumerError):
 
 class ReplaySourceError(PaperConsumerError):
     """A replay or export source cannot be read as given (missing, malformed, out of order)."""
+
+
+class LeaseLostError(PaperConsumerError):
+    """This worker no longer owns the shard (its lease expired or was taken over): the batch in
+    hand was not committed and stays pending for the new owner."""

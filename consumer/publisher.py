@@ -13,6 +13,9 @@ given ``start`` and ``run_id`` too, even the timestamps and ids are. Without ``s
 carries the wall-clock time of its publication; without ``run_id`` one is made from the clock, so
 the ids of two runs never collide (a resumed demo adds orders rather than repeating them).
 
+With ``shards`` N > 0 each entry goes to its symbol's shard, ``<stream>.{k}`` with
+k = ``shards.shard_of(symbol, N)`` (an entry naming no symbol goes to shard 0).
+
 Only XADD is used; without a rate, entries go out in pipelines of ``PIPELINE_SIZE`` commands.
 """
 
@@ -31,6 +34,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal, NamedTuple
 
 import redis
+
+from consumer.shards import stream_for
 
 DEFAULT_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 PIPELINE_SIZE = 500
@@ -169,6 +174,7 @@ class Publisher:
         malformed_ratio: float = 0.01,
         start: datetime | None = None,
         run_id: str | None = None,
+        shards: int = 0,
     ) -> None:
         if not symbols:
             raise ValueError("symbols: give at least one symbol")
@@ -181,6 +187,7 @@ class Publisher:
         self.orders_stream = orders_stream
         self.fills_stream = fills_stream
         self.marks_stream = marks_stream
+        self.shards = shards  # > 0: each entry goes to its symbol's shard (consumer/shards.py)
         self.seed = seed
         self.symbols = tuple(dict.fromkeys(symbols))
         self.malformed_ratio = malformed_ratio
@@ -231,7 +238,8 @@ class Publisher:
                 if self._stop.is_set():
                     break
                 entry = self.next_entry()
-                pipe.xadd(entry.stream, dict(entry.fields))  # type: ignore[arg-type]
+                stream = stream_for(entry.stream, entry.fields, self.shards)
+                pipe.xadd(stream, dict(entry.fields))  # type: ignore[arg-type]
                 _count(stats, entry)
                 if len(pipe) >= PIPELINE_SIZE:
                     pipe.execute()

@@ -59,6 +59,7 @@ from consumer.errors import ReplaySourceError
 from consumer.logs import get_logger
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
+from consumer.shards import shard_settings
 from consumer.worker import dialect_options, entry_order, parse_raw, stream_kinds
 
 Source = Literal["redis", "file", "ledger"]
@@ -429,11 +430,19 @@ class SourceSpec:
     end: str = "+"
 
 
+def layout(settings: Settings) -> tuple[list[str], dict[str, events.EventKind]]:
+    """The streams a replay reads and each one's kind: the configured streams, or with
+    ``PAPER_SHARDS`` every shard's (merged in id order, each symbol's order is its shard's)."""
+    parts = [shard_settings(settings, k) for k in range(settings.shards)] or [settings]
+    kinds = {name: kind for part in parts for name, kind in stream_kinds(part).items()}
+    return [name for part in parts for name in part.streams()], kinds
+
+
 def open_source(
     settings: Settings, spec: SourceSpec, *, skipped: dict[str, int]
 ) -> tuple[Iterator[RawEntry], int | None]:
     """The entries of ``spec`` in the worker's order, and how many there are when cheap to know."""
-    streams = settings.streams()
+    streams, _ = layout(settings)
     check_bound(spec.start)
     check_bound(spec.end)
     if spec.kind == "redis":
@@ -537,7 +546,7 @@ def _run(
     *,
     chunk_size: int,
 ) -> None:
-    kinds = stream_kinds(settings)
+    _, kinds = layout(settings)
     options = dialect_options(settings)
     chunk: list[ParsedEntry] = []
     for entry in entries:

@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     claim_interval_s: float = Field(default=10.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)
 
+    # --- Sharding (consumer/shards.py, consumer/leases.py; docs/scaling.md) ------------------
+    # 0: the plain streams, as always. N: the streams `<name>.{0}` .. `<name>.{N-1}`, each
+    # owned by one worker at a time through a lease that expires lease_ttl_s after its last
+    # renewal (renewed every lease_ttl_s / 3): a dead worker's shards move within that time.
+    shards: int = Field(default=0, ge=0, le=1024)
+    lease_ttl_s: float = Field(default=10.0, ge=0.5)
+
     # --- Resilience -------------------------------------------------------------------------
     retry_initial_ms: int = Field(default=100, ge=1)
     retry_max_ms: int = Field(default=10_000, ge=1)

@@ -2,8 +2,10 @@
 
 Per stream: length, group lag, pending entries (and per consumer: pending, idle); the
 dead-letter stream's length and newest reasons; the committed offsets in PostgreSQL; the last
-P&L snapshot and ``get_paper_total_pnl()``. Read-only on both servers: it creates no group and
-takes no worker lock. The Redis calls live in ``stream.py``, the SQL in ``store.py``.
+P&L snapshot and ``get_paper_total_pnl()``. With ``PAPER_SHARDS`` N > 0, per shard: the owner
+and its lease epoch, the last heartbeat, the lag, pending entries and dead letters. Read-only
+on both servers: it creates no group and takes no worker lock. The Redis calls live in
+``stream.py``, the SQL in ``store.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from consumer.settings import Settings
-from consumer.store import read_status
+from consumer.shards import all_shard_streams, shard_settings
+from consumer.store import read_leases, read_status
 from consumer.stream import RedisStream
 
 REASON_MAX = 160
@@ -31,8 +34,50 @@ def gather(settings: Settings, *, newest_dead_letters: int = 3) -> dict[str, Any
         "group": settings.group,
         "streams": streams,
         "dead_letters": {"stream": settings.dlq_stream, "length": dlq_length, "newest": newest},
+        **({"shards": gather_shards(settings)} if settings.shards else {}),
         **database,
     }
+
+
+def gather_shards(settings: Settings) -> list[dict[str, Any]]:
+    """Per shard: ``shard``, ``owner`` (None: unowned or expired), ``epoch``, ``live``,
+    ``heartbeat_at``, ``heartbeat_age_s``, ``expires_at``, ``length``, ``lag`` (None: unknown),
+    ``pending`` and ``dead_letters`` (its dead-letter stream's length)."""
+    dlqs = [shard_settings(settings, k).dlq_stream for k in range(settings.shards)]
+    stream = RedisStream(
+        settings.redis_dsn(),
+        streams=[*all_shard_streams(settings), *dlqs],
+        group=settings.group,
+        consumer=settings.consumer_name,
+        dlq_stream=settings.dlq_stream,
+    )
+    try:
+        states = {s["stream"]: s for s in stream.group_state()}
+    finally:
+        stream.close()
+    leases = {row["shard"]: row for row in read_leases(settings.database_dsn(), settings.group)}
+    rows = []
+    for k in range(settings.shards):
+        mine = [states[name] for name in shard_settings(settings, k).streams()]
+        lags = [s["lag"] for s in mine]
+        lease = leases.get(k, {})
+        live = bool(lease.get("live"))
+        rows.append(
+            {
+                "shard": k,
+                "owner": lease.get("owner") if live else None,
+                "epoch": lease.get("epoch", 0),
+                "live": live,
+                "heartbeat_at": lease.get("heartbeat_at"),
+                "heartbeat_age_s": lease.get("heartbeat_age_s"),
+                "expires_at": lease.get("expires_at"),
+                "length": sum(s["length"] for s in mine),
+                "lag": None if None in lags else sum(lags),
+                "pending": sum(s["pending"] for s in mine),
+                "dead_letters": states[dlqs[k]]["length"],
+            }
+        )
+    return rows
 
 
 def _money(value: Decimal | None) -> str:
@@ -42,6 +87,20 @@ def _money(value: Decimal | None) -> str:
 def _shorten(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= REASON_MAX else line[: REASON_MAX - 1] + "…"
+
+
+def _render_shards(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [f"shards ({len(rows)})"]
+    for r in rows:
+        owner = f"{r['owner']} (epoch {r['epoch']})" if r["live"] else "unowned"
+        age = r["heartbeat_age_s"]
+        beat = "never" if age is None else f"{age:,.1f} s ago"
+        lag = "?" if r["lag"] is None else str(r["lag"])
+        lines.append(
+            f"  shard {r['shard']:>3}  owner {owner:<28} heartbeat {beat:<12} lag {lag:>6}  "
+            f"pending {r['pending']:>6}  dead letters {r['dead_letters']}"
+        )
+    return lines
 
 
 def render(status: dict[str, Any]) -> str:
@@ -61,6 +120,8 @@ def render(status: dict[str, Any]) -> str:
                 f"      consumer {c['name']:<24} pending {c['pending']:>6}  "
                 f"idle {c['idle_ms'] / 1000:,.1f} s"
             )
+    if "shards" in status:
+        lines.extend(_render_shards(status["shards"]))
     dlq = status["dead_letters"]
     lines.append(f"dead letters ({dlq['stream']}): {dlq['length']}")
     for letter in dlq["newest"]:

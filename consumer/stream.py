@@ -228,6 +228,39 @@ class RedisStream:
                 claimed.extend(_entries(stream, [*reply[1], *((i, None) for i in deleted)], 2))
         return self._with_delivery_counts(claimed) if claimed else claimed
 
+    def adopt_pending(self, page: int = 1000) -> int:
+        """Make every entry that other consumers hold pending on our streams ours (XPENDING,
+        then XCLAIM JUSTID with no idle time; JUSTID leaves delivery counts alone). A new shard
+        owner does this before it reads anything, then re-reads them in order as its own.
+        Returns how many entries were adopted."""
+        adopted = 0
+        with _translated(self._url):
+            for stream in self.streams:
+                lower = "-"
+                while True:
+                    try:
+                        rows: Any = self._client.xpending_range(
+                            stream, self.group, min=lower, max="+", count=page
+                        )
+                    except ResponseError as exc:
+                        if "NOGROUP" in str(exc):
+                            break
+                        raise
+                    theirs: list[Any] = [
+                        _text(row["message_id"])
+                        for row in rows
+                        if _text(row["consumer"]) != self.consumer
+                    ]
+                    if theirs:
+                        self._client.xclaim(
+                            stream, self.group, self.consumer, 0, theirs, justid=True
+                        )
+                        adopted += len(theirs)
+                    if len(rows) < page:
+                        break
+                    lower = "(" + _text(rows[-1]["message_id"])
+        return adopted
+
     def ack(self, keys: Sequence[EntryKey]) -> None:
         """XACK ``keys`` (after their effects are committed)."""
         if not keys:

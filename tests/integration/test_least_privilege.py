@@ -1,8 +1,9 @@
 """Least privilege: the worker runs as ``claire_user`` with only the grants it needs.
 
 A real worker batch goes through ``PostgresStore`` logged in as a member of claire_user (orders,
-fills, positions, stats, offsets, the ledger, and what 004 adds); then every kind of statement
-the runtime role must NOT be able to run is tried, and PostgreSQL must refuse it.
+fills, positions, stats, offsets, the ledger, what 004 adds, and 006's shard leases); then
+every kind of statement the runtime role must NOT be able to run is tried, and PostgreSQL must
+refuse it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from psycopg import errors, sql
 from pydantic import SecretStr
 
 from consumer import migrations
+from consumer.leases import ShardRunner
 from consumer.settings import Settings
+from consumer.shards import all_shard_streams, shard_key, shard_of
 from tests.support.pipeline import publish, rows, run_until_idle
 from tests.support.roles import runtime_login
 
@@ -38,6 +41,25 @@ def _publish_a_day_of_trading(client, names):
     publish(client, fills, {"fill_id": "f2", "order_id": "o2", "symbol": "BTCUSDT",
                             "side": "SELL", "quantity": "1", "price": "120"})  # fmt: skip
     publish(client, fills, {"fill_id": "bad", "quantity": "x"})
+
+
+def test_a_sharded_worker_works_as_claire_user(runtime_url, db_url, settings, redis_client):
+    sharded = settings.model_copy(
+        update={"database_url": SecretStr(runtime_url), "shards": 2, "lease_ttl_s": 1.0}
+    )
+    fills = shard_key(settings.fills_stream, shard_of("BTCUSDT", 2))
+    publish(redis_client, fills, {"fill_id": "f1", "order_id": "o1", "symbol": "BTCUSDT",
+                                  "side": "BUY", "quantity": "2", "price": "100"})  # fmt: skip
+    try:
+        assert ShardRunner(sharded).run(until_idle=True) == 0
+    finally:
+        redis_client.delete(*all_shard_streams(sharded))
+    assert rows(db_url, "SELECT fill_id FROM paper_fills") == [{"fill_id": "f1"}]
+    leases = rows(db_url, "SELECT shard, owner, epoch FROM paper_shard_leases ORDER BY shard")
+    assert leases == [
+        {"shard": 0, "owner": None, "epoch": 1},
+        {"shard": 1, "owner": None, "epoch": 1},
+    ]
 
 
 def test_the_worker_write_path_works_as_claire_user(

@@ -26,6 +26,22 @@ GEN = "GENERATED"  # marker for a STORED generated column (its expression is che
 
 # table -> [(column, type, NOT NULL, default or GEN or None)] in column order
 COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
+    "paper_shard_leases": [
+        ("group_name", "character varying(200)", True, None),
+        ("shard", "integer", True, None),
+        ("owner", "character varying(200)", False, None),
+        ("epoch", "bigint", True, "0"),
+        ("acquired_at", TZ, False, None),
+        ("heartbeat_at", TZ, False, None),
+        ("expires_at", TZ, True, "'-infinity'::timestamp with time zone"),
+    ],
+    "paper_shard_members": [
+        ("group_name", "character varying(200)", True, None),
+        ("member", "character varying(200)", True, None),
+        ("started_at", TZ, True, "now()"),
+        ("heartbeat_at", TZ, True, None),
+        ("expires_at", TZ, True, None),
+    ],
     "paper_schema_migrations": [
         ("version", "integer", True, None),
         ("name", "character varying(200)", True, None),
@@ -266,6 +282,8 @@ GRANTS = {
     "paper_round_trips": {"SELECT", "INSERT"},
     "paper_fill_pnl": {"SELECT", "INSERT"},
     "paper_pnl_clock": {"SELECT", "INSERT", "UPDATE"},
+    "paper_shard_leases": {"SELECT", "INSERT", "UPDATE"},
+    "paper_shard_members": {"SELECT", "INSERT", "UPDATE", "DELETE"},
 }
 
 

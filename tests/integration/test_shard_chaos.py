@@ -1,0 +1,208 @@
+"""Four sharded workers killed and restarted at random end in the single-worker state.
+
+Four ``python -m consumer run`` processes (PAPER_SHARDS=8, 1.5 s leases) consume while a
+publisher sends 16 symbols' events to their shards. Every 0.3–1.2 s one worker, chosen at
+random, gets SIGKILL — in the middle of a batch, a lease renewal or a takeover, whatever it was
+doing — and is restarted under the same name, sometimes only after its leases expired (its
+shards then move to the others, its pending entries are adopted); a quarter of the time it is
+instead frozen with SIGSTOP for longer than its leases and then resumed, a stale owner with a
+batch in hand that the fences must stop. When the streams are drained the workers are stopped,
+and every paper table (ingestion timestamps and stream ids left out;
+P&L snapshots are not part of the sharded guarantee, docs/scaling.md) must equal what ONE
+ordinary unsharded worker makes of the same events.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from pydantic import SecretStr
+
+from consumer.publisher import DEFAULT_SYMBOLS, Publisher
+from consumer.settings import Settings
+from consumer.shards import all_shard_streams, shard_settings
+from consumer.stream import RedisStream
+from tests.support.pipeline import rows, run_until_idle, snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+_CONNECTION_VARS = re.compile(r"^(PAPER_|DATABASE_URL$|REDIS_|POSTGRES_)")
+SHARDS, WORKERS, EVENTS, RATE = 8, 4, 4000, 400.0
+SYMBOLS = (*DEFAULT_SYMBOLS, "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT",
+           "DOTUSDT", "LINKUSDT", "LTCUSDT", "TRXUSDT", "ATOMUSDT", "NEARUSDT", "APTUSDT",
+           "ARBUSDT")  # fmt: skip
+
+
+def _publisher(client: redis.Redis, settings: Settings, shards: int) -> Publisher:
+    return Publisher(
+        client,
+        orders_stream=settings.orders_stream,
+        fills_stream=settings.fills_stream,
+        marks_stream=settings.marks_stream,
+        seed=23,
+        symbols=SYMBOLS,
+        malformed_ratio=0.01,
+        start=datetime(2099, 5, 1, tzinfo=UTC),
+        run_id="chaos7",
+        shards=shards,
+    )
+
+
+def _env(settings: Settings, name: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not _CONNECTION_VARS.match(k)}
+    return {
+        **clean,
+        "DATABASE_URL": settings.database_dsn(),
+        "REDIS_URL": settings.redis_dsn(),
+        "PAPER_ORDERS_STREAM": settings.orders_stream,
+        "PAPER_FILLS_STREAM": settings.fills_stream,
+        "PAPER_MARKS_STREAM": settings.marks_stream or "",
+        "PAPER_DLQ_STREAM": settings.dlq_stream,
+        "PAPER_CONSUMER_NAME": name,
+        "PAPER_SHARDS": str(SHARDS),
+        "PAPER_LEASE_TTL_S": "1.5",
+        "PAPER_BLOCK_MS": "100",
+        "PAPER_BATCH_MAX_WAIT_MS": "20",
+        "PAPER_BATCH_MAX_ENTRIES": "200",
+        # Kills redeliver the entries in flight; this scenario is not about poison entries.
+        "PAPER_MAX_DELIVERIES": "50",
+        "PAPER_METRICS_PORT": "0",
+        "PAPER_LOG_FORMAT": "json",
+        "PAPER_LOG_LEVEL": "warning",
+    }
+
+
+def _drained(settings: Settings) -> bool:
+    stream = RedisStream(
+        settings.redis_dsn(),
+        streams=all_shard_streams(settings),
+        group=settings.group,
+        consumer="observer",
+        dlq_stream=settings.dlq_stream,
+    )
+    try:
+        states = stream.group_state()
+    finally:
+        stream.close()
+    return all(s["group"] and s["lag"] == 0 and s["pending"] == 0 for s in states)
+
+
+class _Fleet:
+    """The worker processes, restartable under their names; stderr kept per worker."""
+
+    def __init__(self, settings: Settings, folder: Path) -> None:
+        self.settings = settings
+        self.logs = [folder / f"w{i + 1}.log" for i in range(WORKERS)]
+        self.procs = [self._start(i) for i in range(WORKERS)]
+        self.started = [time.monotonic()] * WORKERS
+
+    def _start(self, i: int) -> subprocess.Popen[bytes]:
+        with self.logs[i].open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "consumer", "run"],
+                env=_env(self.settings, f"w{i + 1}"),
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    def kill_and_restart(self, i: int, down_s: float) -> None:
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.procs[i].wait()
+        time.sleep(down_s)
+        self.procs[i] = self._start(i)
+        self.started[i] = time.monotonic()
+
+    def freeze(self, i: int, seconds: float) -> None:
+        self.procs[i].send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        self.procs[i].send_signal(signal.SIGCONT)
+
+    def stop(self) -> list[int]:
+        # A process just restarted may not have installed its SIGTERM handler yet.
+        time.sleep(max(0.0, 4 - (time.monotonic() - max(self.started))))
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        return [proc.wait(30) for proc in self.procs]
+
+
+def _chaos(fleet: _Fleet, sending: threading.Thread, rng: random.Random) -> dict[str, int]:
+    """Hit a random worker every 0.3–1.2 s while ``sending`` publishes."""
+    done = {"kills": 0, "late_restarts": 0, "pauses": 0}
+    while sending.is_alive():
+        time.sleep(rng.uniform(0.3, 1.2))
+        i = rng.randrange(WORKERS)
+        if rng.random() < 0.25:
+            # Frozen past its leases (a GC pause, SIGSTOP): it wakes up as a stale owner,
+            # batch in hand, and must neither commit nor read another entry of them.
+            fleet.freeze(i, rng.uniform(1.8, 3.0))
+            done["pauses"] += 1
+        elif rng.random() < 0.3:  # stays down past its leases: its shards move to the others
+            fleet.kill_and_restart(i, rng.uniform(1.6, 2.5))
+            done["kills"] += 1
+            done["late_restarts"] += 1
+        else:
+            fleet.kill_and_restart(i, 0.0)
+            done["kills"] += 1
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_four_workers_killed_at_random_end_in_the_single_worker_state(
+    settings: Settings, redis_client: redis.Redis, make_database: Any, tmp_path: Path
+) -> None:
+    sharded = settings.model_copy(update={"shards": SHARDS})
+    publisher = _publisher(redis.Redis.from_url(sharded.redis_dsn()), sharded, SHARDS)
+    sending = threading.Thread(
+        target=publisher.publish, args=(EVENTS,), kwargs={"rate_per_s": RATE}
+    )
+    fleet = _Fleet(sharded, tmp_path)
+    codes: list[int] = []
+    try:
+        sending.start()
+        done = _chaos(fleet, sending, random.Random(7))  # noqa: S311 - a reproducible schedule
+        sending.join()
+        deadline = time.monotonic() + 60
+        while not (_drained(sharded) and _drained(sharded)):
+            assert time.monotonic() < deadline, "the shards were not drained in time"
+            time.sleep(0.5)
+    finally:
+        codes = fleet.stop()
+        dlqs = [shard_settings(sharded, k).dlq_stream for k in range(SHARDS)]
+        redis_client.delete(*all_shard_streams(sharded), *dlqs)
+    assert codes == [0] * WORKERS, [p.read_text()[-2000:] for p in fleet.logs]
+    assert done["kills"] >= 4
+    assert done["late_restarts"] >= 1
+    assert done["pauses"] >= 1
+    # Stale owners were stopped by a fence in their own shard thread: the commit fence ("… is
+    # no longer held") or the read guard ("… not renewed in time").
+    refusals = [
+        line
+        for log in fleet.logs
+        for line in log.read_text().splitlines()
+        if '"shard_lease_lost"' in line and '"reason"' in line
+    ]
+    assert refusals
+    epochs = rows(sharded.database_dsn(), "SELECT max(epoch) AS top FROM paper_shard_leases")
+    assert epochs[0]["top"] > 1  # shards changed hands
+
+    reference = settings.model_copy(update={"database_url": SecretStr(make_database())})
+    _publisher(redis_client, reference, 0).publish(EVENTS)
+    run_until_idle(reference)
+    mine, theirs = snapshot(sharded.database_dsn()), snapshot(reference.database_dsn())
+    mine.pop("snapshots"), theirs.pop("snapshots")
+    assert len(theirs["fills"]) > 500
+    for table in theirs:
+        assert mine[table] == theirs[table], table

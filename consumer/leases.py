@@ -33,10 +33,10 @@ import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from consumer import events, shards
 from consumer.errors import DatabaseUnavailableError, LeaseLostError, RedisUnavailableError
@@ -109,14 +109,20 @@ class LeasedStream(RedisStream):
         count: int,
         block_ms: int | None,
         pending: bool,
-        after: Any = None,
+        after: Mapping[str, str] | None = None,
         streams: Sequence[str] | None = None,
+        new: Collection[str] = (),
     ) -> list[RawEntry]:
         left_ms = int(self.lease.check(self.shard) * 1000)
         if block_ms is not None:
             block_ms = max(1, min(block_ms, left_ms))
         return super().read(
-            count=count, block_ms=block_ms, pending=pending, after=after, streams=streams
+            count=count,
+            block_ms=block_ms,
+            pending=pending,
+            after=after,
+            streams=streams,
+            new=new,
         )
 
     def claim_stale(self, *, min_idle_ms: int, count: int) -> list[RawEntry]:

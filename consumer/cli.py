@@ -212,9 +212,10 @@ def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.store import PostgresStore  # noqa: PLC0415 - keep `--help` fast
-    from consumer.stream import RedisStream  # noqa: PLC0415
-    from consumer.worker import Worker  # noqa: PLC0415
+    """The worker, always under a lease (consumer/leases.py): with PAPER_SHARDS > 0 the shards
+    this process holds, one worker thread each; unsharded, the streams are one shard, so one
+    process is active and others stand by to take over."""
+    from consumer.leases import ShardRunner, ShardsProbe  # noqa: PLC0415 - keep `--help` fast
 
     log = get_logger(component="cli")
     dsn = settings.database_dsn()
@@ -226,39 +227,11 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except SchemaNotReadyError as exc:
         log.error("schema_not_ready", error=str(exc))
         return EXIT_ERROR
-    if settings.shards:
-        return _run_sharded(args, settings)
-    store = PostgresStore(
-        dsn,
-        group=settings.group,
-        archive=args.archive,
-        start_balance=settings.start_balance_usdt,
-    )
-    store.open()
-    stream = RedisStream.from_settings(settings)
-    log.info("connecting", database=redact_url(dsn), redis=redact_url(settings.redis_dsn()))
-    monitoring = _start_monitoring(settings, store, stream)
-    worker = Worker(settings, store, stream, monitoring.metrics if monitoring else None)
-    try:
-        with _stop_on_signals(worker.stop):
-            return worker.run(until_idle=args.until_idle)
-    finally:
-        if monitoring is not None:
-            monitoring.close()
-        stream.close()
-        store.close()
-
-
-def _run_sharded(args: argparse.Namespace, settings: Settings) -> int:
-    """``run`` with PAPER_SHARDS > 0: the shards this process holds, one worker thread each."""
-    from consumer.leases import ShardRunner, ShardsProbe  # noqa: PLC0415
-
-    log = get_logger(component="cli")
     probe = ShardsProbe.for_settings(settings)
     runner = ShardRunner(settings, archive=args.archive)
     log.info(
         "connecting",
-        database=redact_url(settings.database_dsn()),
+        database=redact_url(dsn),
         redis=redact_url(settings.redis_dsn()),
         shards=settings.shards,
     )

@@ -1,8 +1,10 @@
-"""Sharded running (``PAPER_SHARDS=N``): which shards this process works on, and the fences.
+"""Leased running: which shards this process works on, and the fences.
 
-``ShardRunner`` is what ``paper-consumer run`` becomes with shards. It composes around the
-ordinary ``Worker`` rather than changing it: for each shard it holds, one thread runs a
-``ShardWorker`` (a ``Worker`` over that shard's streams) whose store and stream are fenced.
+``ShardRunner`` is what ``paper-consumer run`` is. It composes around the ordinary ``Worker``
+rather than changing it: for each shard it holds, one thread runs a ``ShardWorker`` (a
+``Worker`` over that shard's streams) whose store and stream are fenced. Without sharding
+(``PAPER_SHARDS`` 0) the unsharded streams are one shard: one worker process is active at a
+time, the others stand by and take over when its lease expires.
 
 - **Membership**: every ``lease_ttl_s / 3`` the runner says it is alive (``paper_shard_members``)
   and reads the live members; its fair share is N // W shards (``shards.plan_balance``). Below
@@ -46,7 +48,7 @@ from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.store import BatchResult, Fence, LeaseStore, PostgresStore
 from consumer.stream import RedisStream
-from consumer.worker import EXIT_OK, Worker
+from consumer.worker import EXIT_GRACE_EXPIRED, EXIT_OK, Worker
 
 T = TypeVar("T")
 
@@ -152,7 +154,7 @@ class ShardsProbe(RedisStream):
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ShardsProbe:
-        parts = [shards.shard_settings(settings, k) for k in range(settings.shards)]
+        parts = [shards.shard_settings(settings, k) for k in range(shards.lease_count(settings))]
         probe = cls(
             settings.redis_dsn(),
             streams=[name for part in parts for name in part.streams()],
@@ -204,7 +206,7 @@ class ShardWorker(Worker):
     ) -> None:
         super().__init__(settings, store, stream, observer)
         self.shard = shard
-        self.shards = settings.shards
+        self.shards = shards.lease_count(settings)
         self.log = self.log.bind(shard=shard)
         self._leased = stream
 
@@ -235,7 +237,7 @@ class _Held:
     lease: LocalLease
     worker: ShardWorker | None = None
     thread: threading.Thread | None = None
-    outcome: str | None = None  # drained | stopped | lost | crashed (set by the thread)
+    outcome: str | None = None  # drained|stopped|grace_expired|lost|crashed (set by the thread)
     releasing: bool = False
 
 
@@ -245,9 +247,8 @@ class ShardRunner:
     def __init__(
         self, settings: Settings, *, archive: bool = False, observer: Observer | None = None
     ) -> None:
-        if settings.shards < 1:
-            raise ValueError("ShardRunner needs settings.shards >= 1")
         self.settings = settings
+        self.count = shards.lease_count(settings)
         self.archive = archive
         self.observer = observer if observer is not None else Observer()
         self.member = settings.consumer_name
@@ -256,6 +257,7 @@ class ShardRunner:
         self.held: dict[int, _Held] = {}
         self.drained: set[int] = set()
         self.failed = False
+        self.grace_expired = False
         self._burst = False
         self._stop = threading.Event()
         self._wake = threading.Event()  # a shard's thread ended (or stop): turn now
@@ -295,7 +297,8 @@ class ShardRunner:
         )
         try:
             self._retry(self.leases.heartbeat)
-            self._stop.wait(self.interval_s)  # let members started together see each other
+            if self.count > 1:
+                self._stop.wait(self.interval_s)  # let members started together see each other
             while not self.stopping and not self.failed:
                 self.observer.heartbeat()
                 if self._turn(until_idle=until_idle):
@@ -306,7 +309,9 @@ class ShardRunner:
             self._shutdown()
             self.leases.close()
         self.log.info("shard_runner_stopped", drained=sorted(self.drained), failed=self.failed)
-        return EXIT_SHARD_FAILED if self.failed else EXIT_OK
+        if self.failed:
+            return EXIT_SHARD_FAILED
+        return EXIT_GRACE_EXPIRED if self.grace_expired else EXIT_OK
 
     def _turn(self, *, until_idle: bool) -> bool:
         """Heartbeat, renew, reap, rebalance; return True when ``until_idle`` is satisfied."""
@@ -323,9 +328,7 @@ class ShardRunner:
             for row in (self._retry(self.leases.leases) or [])
         ]
         working = [k for k, h in self.held.items() if not h.releasing]
-        acquire, release = shards.plan_balance(
-            self.settings.shards, members, self.member, views, working
-        )
+        acquire, release = shards.plan_balance(self.count, members, self.member, views, working)
         for shard in release:
             self._give_up(shard)
         for shard in acquire:
@@ -360,6 +363,8 @@ class ShardRunner:
             del self.held[shard]
             if h.outcome == "crashed":
                 self.failed = True
+            if h.outcome == "grace_expired":
+                self.grace_expired = True
             if h.outcome == "drained":
                 self.drained.add(shard)
             if h.outcome != "lost":
@@ -392,7 +397,7 @@ class ShardRunner:
         has drained it: if it dies meanwhile, its lease expires and we take the shard)."""
         if self.held:
             return False
-        rest = [k for k in range(self.settings.shards) if k not in self.drained]
+        rest = [k for k in range(self.count) if k not in self.drained]
         return all(self._shard_empty(k) for k in rest)
 
     def _shard_empty(self, shard: int) -> bool:
@@ -427,8 +432,11 @@ class ShardRunner:
             if self.stopping or h.releasing:
                 h.outcome = "stopped"
                 return
-            h.worker.run(until_idle=self._burst)
-            h.outcome = "stopped" if h.worker.stopping else "drained"
+            code = h.worker.run(until_idle=self._burst)
+            if code == EXIT_GRACE_EXPIRED:
+                h.outcome = "grace_expired"
+            else:
+                h.outcome = "stopped" if h.worker.stopping else "drained"
         except LeaseLostError as exc:
             h.outcome = "lost"
             self.log.warning("shard_lease_lost", shard=shard, reason=str(exc))

@@ -42,8 +42,17 @@ def shard_key(base: str, shard: int) -> str:
     return f"{base}.{{{shard}}}"
 
 
+def lease_count(settings: Settings) -> int:
+    """How many leases the group's workers share: one per shard, or one for the unsharded
+    streams (``PAPER_SHARDS`` 0: one active worker, the others stand by)."""
+    return max(1, settings.shards)
+
+
 def shard_settings(settings: Settings, shard: int) -> Settings:
-    """The settings of a worker of one shard: its streams and its dead-letter stream."""
+    """The settings of a worker of one shard: its streams and its dead-letter stream (the
+    unsharded streams themselves when ``settings.shards`` is 0)."""
+    if not settings.shards:
+        return settings
     update: dict[str, Any] = {
         "orders_stream": shard_key(settings.orders_stream, shard),
         "fills_stream": shard_key(settings.fills_stream, shard),
@@ -58,7 +67,9 @@ def shard_settings(settings: Settings, shard: int) -> Settings:
 
 def all_shard_streams(settings: Settings) -> list[str]:
     """Every stream of every shard (for the metrics prober and ``status``)."""
-    return [name for k in range(settings.shards) for name in shard_settings(settings, k).streams()]
+    return [
+        name for k in range(lease_count(settings)) for name in shard_settings(settings, k).streams()
+    ]
 
 
 def entry_symbol(fields: Mapping[str, str]) -> str | None:

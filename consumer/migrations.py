@@ -49,6 +49,7 @@ EXPECTED_TABLES = (
     "paper_round_trips",
     "paper_fill_pnl",
     "paper_pnl_clock",
+    "paper_stats_sums",
 )
 EXPECTED_VIEWS = ("v_paper_recent_orders", "v_paper_active_positions", "v_paper_daily_summary")
 EXPECTED_FUNCTIONS = ("get_paper_total_pnl", "get_paper_fill_rate")

@@ -38,7 +38,7 @@ QUERY_FILES = sorted(p.name for p in QUERIES_DIR.glob("*.sql"))
 PAPER_TABLES = [
     "paper_consumer_offsets", "paper_event_ledger", "paper_fill_pnl", "paper_fills",
     "paper_orders", "paper_pnl_clock", "paper_pnl_snapshots", "paper_positions",
-    "paper_round_trips", "paper_schema_migrations", "paper_trading_stats",
+    "paper_round_trips", "paper_schema_migrations", "paper_stats_sums", "paper_trading_stats",
 ]  # fmt: skip
 
 

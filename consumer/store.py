@@ -358,6 +358,43 @@ ON CONFLICT (stat_date) DO UPDATE SET
 RETURNING stat_date
 """
 
+# paper_stats_sums as it should be, from scratch (every date): the back-fill of migration 005
+# selects exactly this. For checks and repairs; the worker never runs it.
+RECOMPUTE_STATS_SUMS = """
+SELECT t.stat_date,
+       count(*) FILTER (WHERE t.is_order) AS total_orders,
+       count(*) FILTER (WHERE t.status IN ('FILLED', 'PARTIAL', 'PARTIALLY_FILLED'))
+           AS filled_orders,
+       count(*) FILTER (WHERE t.status IN ('PARTIAL', 'PARTIALLY_FILLED')) AS partial_fills,
+       count(*) FILTER (WHERE t.status = 'REJECTED') AS rejected_orders,
+       count(*) FILTER (WHERE t.status = 'CANCELLED') AS cancelled_orders,
+       count(t.slippage_pct) AS slippage_n, coalesce(sum(t.slippage_pct), 0) AS slippage_sum,
+       count(t.fee_pct) AS fee_pct_n, coalesce(sum(t.fee_pct), 0) AS fee_pct_sum,
+       count(t.latency_ms) AS latency_n, coalesce(sum(t.latency_ms), 0) AS latency_sum_ms,
+       coalesce(sum(t.volume), 0) AS volume_usdt, coalesce(sum(t.fees), 0) AS fees_usdt,
+       coalesce(sum(t.pnl), 0) AS realized_pnl_usdt
+FROM (
+    SELECT (o.created_at AT TIME ZONE 'UTC')::date AS stat_date, true AS is_order, o.status,
+           o.slippage_pct, NULL::numeric AS fee_pct, NULL::numeric AS latency_ms,
+           NULL::numeric AS volume, NULL::numeric AS fees, NULL::numeric AS pnl
+    FROM paper_orders o
+    UNION ALL
+    SELECT (f.filled_at AT TIME ZONE 'UTC')::date, false, NULL, NULL,
+           f.fees_usdt / (f.quantity * f.price) * 100,
+           CASE WHEN f.filled_at >= o.created_at AND f.filled_at < o.created_at + interval '1 day'
+                THEN extract(epoch FROM (f.filled_at - o.created_at)) * 1000 END,
+           f.quantity * f.price, f.fees_usdt, NULL
+    FROM paper_fills f JOIN paper_orders o ON o.order_id = f.order_id
+    UNION ALL
+    SELECT (p.filled_at AT TIME ZONE 'UTC')::date, false, NULL, NULL, NULL, NULL, NULL, NULL,
+           p.realized_pnl_usdt
+    FROM paper_fill_pnl p
+) AS t
+WHERE t.stat_date IS NOT NULL
+GROUP BY t.stat_date
+ORDER BY t.stat_date
+"""
+
 # The stats rows of the given dates from their sums: an average is sum / n, which is exactly what
 # avg(numeric) computes (numeric_div of the exact sum by the count), so the row equals
 # REAGGREGATE_STATS; a date without sums gets the zeros and NULLs of an empty date. A row that

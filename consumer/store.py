@@ -273,9 +273,10 @@ WITH before AS (
                          %(before_status)s::varchar[], %(before_slippage)s::numeric[])
          AS b(order_id, created_at, status, slippage_pct)),
 after AS (
-    SELECT order_id, created_at, status, slippage_pct
-    FROM paper_orders WHERE order_id = ANY(%(order_ids)s::varchar[])),
-moved AS (
+    SELECT o.order_id, o.created_at, o.status, o.slippage_pct
+    FROM unnest(%(order_ids)s::varchar[]) AS i(order_id)
+    JOIN paper_orders o ON o.order_id = i.order_id),
+moved AS MATERIALIZED (
     SELECT a.order_id, x.sign, x.created_at
     FROM after a JOIN before b USING (order_id),
          LATERAL (VALUES (1, a.created_at), (-1, b.created_at)) AS x(sign, created_at)
@@ -292,16 +293,20 @@ terms AS (
     UNION ALL
     SELECT f.filled_at, 1, false, NULL, NULL, f.filled_at, o.created_at, f.quantity * f.price,
            f.fees_usdt, f.fees_usdt / (f.quantity * f.price) * 100, NULL
-    FROM paper_fills f JOIN paper_orders o ON o.order_id = f.order_id
-    WHERE f.fill_id = ANY(%(fill_ids)s::varchar[])
+    FROM unnest(%(fill_ids)s::varchar[]) AS i(fill_id)
+    JOIN paper_fills f ON f.fill_id = i.fill_id JOIN paper_orders o ON o.order_id = f.order_id
     UNION ALL
     SELECT f.filled_at, m.sign, false, NULL, NULL, f.filled_at, m.created_at, NULL, NULL, NULL,
            NULL
-    FROM moved m JOIN paper_fills f ON f.order_id = m.order_id
+    FROM moved m,
+         -- per moved order, by the order_id index (OFFSET 0: never a scan of all fills)
+         LATERAL (SELECT filled_at, fill_id FROM paper_fills WHERE order_id = m.order_id
+                  OFFSET 0) AS f
     WHERE NOT f.fill_id = ANY(%(fill_ids)s::varchar[])
     UNION ALL
     SELECT p.filled_at, 1, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p.realized_pnl_usdt
-    FROM paper_fill_pnl p WHERE p.fill_id = ANY(%(pnl_fill_ids)s::varchar[])),
+    FROM unnest(%(pnl_fill_ids)s::varchar[]) AS i(fill_id)
+    JOIN paper_fill_pnl p ON p.fill_id = i.fill_id),
 t AS (
     SELECT (at AT TIME ZONE 'UTC')::date AS stat_date, sign, is_order, status, slippage_pct,
            volume, fees, fee_pct, pnl,

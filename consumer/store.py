@@ -400,42 +400,68 @@ GROUP BY t.stat_date
 ORDER BY t.stat_date
 """
 
-# The stats rows of the given dates from their sums: an average is sum / n, which is exactly what
-# avg(numeric) computes (numeric_div of the exact sum by the count), so the row equals
-# REAGGREGATE_STATS; a date without sums gets the zeros and NULLs of an empty date. A row that
-# would not change is not rewritten.
+# The stats rows of the given dates (sorted, distinct) from their sums: an average is sum / n,
+# which is exactly what avg(numeric) computes (numeric_div of the exact sum by the count), so the
+# row equals REAGGREGATE_STATS; a date without sums gets the zeros and NULLs of an empty date. The
+# written rows' cumulative P&L is computed here too (the stored daily P&L of the earlier dates
+# not written now, plus the new daily P&L of the written ones up to the date: what
+# REFRESH_CUMULATIVE_PNL would set); `later` says whether rows after the first written date
+# were not written, so that REFRESH_CUMULATIVE_PNL must still run (a late fill). A row that would
+# not change is not rewritten. Run under LOCK_STATS: its snapshot has every committed daily P&L.
 WRITE_STATS_FROM_SUMS = """
-INSERT INTO paper_trading_stats AS t (
-    stat_date, total_orders, filled_orders, partial_fills, rejected_orders, cancelled_orders,
-    avg_slippage_pct, avg_fee_pct, avg_latency_ms, total_volume_usdt, total_fees_usdt,
-    daily_pnl_usdt, updated_at)
-SELECT d.stat_date, coalesce(s.total_orders, 0), coalesce(s.filled_orders, 0),
-       coalesce(s.partial_fills, 0), coalesce(s.rejected_orders, 0),
-       coalesce(s.cancelled_orders, 0), s.slippage_sum / nullif(s.slippage_n, 0),
-       s.fee_pct_sum / nullif(s.fee_pct_n, 0), s.latency_sum_ms / nullif(s.latency_n, 0),
-       coalesce(s.volume_usdt, 0), coalesce(s.fees_usdt, 0), coalesce(s.realized_pnl_usdt, 0),
-       now()
-FROM unnest(%(dates)s::date[]) AS d(stat_date)
-LEFT JOIN paper_stats_sums s USING (stat_date)
-ORDER BY d.stat_date
-ON CONFLICT (stat_date) DO UPDATE SET
-    total_orders = EXCLUDED.total_orders, filled_orders = EXCLUDED.filled_orders,
-    partial_fills = EXCLUDED.partial_fills, rejected_orders = EXCLUDED.rejected_orders,
-    cancelled_orders = EXCLUDED.cancelled_orders, avg_slippage_pct = EXCLUDED.avg_slippage_pct,
-    avg_fee_pct = EXCLUDED.avg_fee_pct, avg_latency_ms = EXCLUDED.avg_latency_ms,
-    total_volume_usdt = EXCLUDED.total_volume_usdt, total_fees_usdt = EXCLUDED.total_fees_usdt,
-    daily_pnl_usdt = EXCLUDED.daily_pnl_usdt, updated_at = now()
-WHERE (t.total_orders, t.filled_orders, t.partial_fills, t.rejected_orders, t.cancelled_orders,
-       t.avg_slippage_pct, t.avg_fee_pct, t.avg_latency_ms, t.total_volume_usdt,
-       t.total_fees_usdt, t.daily_pnl_usdt)
-      IS DISTINCT FROM
-      (EXCLUDED.total_orders, EXCLUDED.filled_orders, EXCLUDED.partial_fills,
-       EXCLUDED.rejected_orders, EXCLUDED.cancelled_orders, EXCLUDED.avg_slippage_pct,
-       EXCLUDED.avg_fee_pct, EXCLUDED.avg_latency_ms, EXCLUDED.total_volume_usdt,
-       EXCLUDED.total_fees_usdt, EXCLUDED.daily_pnl_usdt)
+WITH d AS (
+    SELECT d.stat_date, coalesce(s.total_orders, 0) AS total_orders,
+           coalesce(s.filled_orders, 0) AS filled_orders,
+           coalesce(s.partial_fills, 0) AS partial_fills,
+           coalesce(s.rejected_orders, 0) AS rejected_orders,
+           coalesce(s.cancelled_orders, 0) AS cancelled_orders,
+           s.slippage_sum / nullif(s.slippage_n, 0) AS avg_slippage_pct,
+           s.fee_pct_sum / nullif(s.fee_pct_n, 0) AS avg_fee_pct,
+           s.latency_sum_ms / nullif(s.latency_n, 0) AS avg_latency_ms,
+           coalesce(s.volume_usdt, 0) AS total_volume_usdt,
+           coalesce(s.fees_usdt, 0) AS total_fees_usdt,
+           coalesce(s.realized_pnl_usdt, 0)::DECIMAL(18,8) AS daily_pnl_usdt
+    FROM unnest(%(dates)s::date[]) AS d(stat_date)
+    LEFT JOIN paper_stats_sums s USING (stat_date)),
+c AS (
+    SELECT d.*,
+           (SELECT coalesce(sum(t.daily_pnl_usdt), 0) FROM paper_trading_stats t
+            WHERE t.stat_date < d.stat_date AND t.stat_date <> ALL(%(dates)s::date[]))
+           + sum(d.daily_pnl_usdt) OVER (ORDER BY d.stat_date) AS cumulative_pnl_usdt
+    FROM d),
+w AS (
+    INSERT INTO paper_trading_stats AS t (
+        stat_date, total_orders, filled_orders, partial_fills, rejected_orders,
+        cancelled_orders, avg_slippage_pct, avg_fee_pct, avg_latency_ms, total_volume_usdt,
+        total_fees_usdt, daily_pnl_usdt, cumulative_pnl_usdt, updated_at)
+    SELECT stat_date, total_orders, filled_orders, partial_fills, rejected_orders,
+           cancelled_orders, avg_slippage_pct, avg_fee_pct, avg_latency_ms, total_volume_usdt,
+           total_fees_usdt, daily_pnl_usdt, cumulative_pnl_usdt, now()
+    FROM c
+    ORDER BY stat_date
+    ON CONFLICT (stat_date) DO UPDATE SET
+        total_orders = EXCLUDED.total_orders, filled_orders = EXCLUDED.filled_orders,
+        partial_fills = EXCLUDED.partial_fills, rejected_orders = EXCLUDED.rejected_orders,
+        cancelled_orders = EXCLUDED.cancelled_orders,
+        avg_slippage_pct = EXCLUDED.avg_slippage_pct, avg_fee_pct = EXCLUDED.avg_fee_pct,
+        avg_latency_ms = EXCLUDED.avg_latency_ms, total_volume_usdt = EXCLUDED.total_volume_usdt,
+        total_fees_usdt = EXCLUDED.total_fees_usdt, daily_pnl_usdt = EXCLUDED.daily_pnl_usdt,
+        cumulative_pnl_usdt = EXCLUDED.cumulative_pnl_usdt, updated_at = now()
+    WHERE (t.total_orders, t.filled_orders, t.partial_fills, t.rejected_orders,
+           t.cancelled_orders, t.avg_slippage_pct, t.avg_fee_pct, t.avg_latency_ms,
+           t.total_volume_usdt, t.total_fees_usdt, t.daily_pnl_usdt, t.cumulative_pnl_usdt)
+          IS DISTINCT FROM
+          (EXCLUDED.total_orders, EXCLUDED.filled_orders, EXCLUDED.partial_fills,
+           EXCLUDED.rejected_orders, EXCLUDED.cancelled_orders, EXCLUDED.avg_slippage_pct,
+           EXCLUDED.avg_fee_pct, EXCLUDED.avg_latency_ms, EXCLUDED.total_volume_usdt,
+           EXCLUDED.total_fees_usdt, EXCLUDED.daily_pnl_usdt, EXCLUDED.cumulative_pnl_usdt))
+SELECT EXISTS (SELECT 1 FROM paper_trading_stats t
+               WHERE t.stat_date > (%(dates)s::date[])[1]
+                 AND t.stat_date <> ALL(%(dates)s::date[])) AS later
 """
 
-# Cumulative P&L of every date from the earliest touched one on (a late fill moves them all).
+# Cumulative P&L of every date from the earliest touched one on (a late fill moves them all):
+# run when WRITE_STATS_FROM_SUMS reports rows after the first written date that it did not write.
 REFRESH_CUMULATIVE_PNL = """
 UPDATE paper_trading_stats AS s
 SET cumulative_pnl_usdt = c.cumulative, updated_at = now()
@@ -880,8 +906,9 @@ def _write(
         conn.execute(LOCK_STATS)
         moved = conn.execute(APPLY_STATS_DELTA, delta.params()).fetchall()
         dates = sorted(stat_dates | {r["stat_date"] for r in moved})
-        conn.execute(WRITE_STATS_FROM_SUMS, {"dates": dates})
-        conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
+        written = conn.execute(WRITE_STATS_FROM_SUMS, {"dates": dates}).fetchone()
+        if written is None or written["later"]:
+            conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
         result.stat_dates = dates
     _advance_offsets(conn, [i.key for i in items], group)
     if archive:

@@ -148,13 +148,19 @@ RETURNING fill_id
 """
 
 # A placeholder order (fill before order) carries the quantity of the fills stored for it so far,
-# computed from the table so the row does not depend on how fills were split into batches.
+# computed from the table so the row does not depend on how fills were split into batches. The
+# fills are summed per order id through the order_id index (a LATERAL aggregate, never a scan of
+# all fills: as a join, a plan could scan every fill against the whole id list, 40 ms a batch at
+# 30,000 fills). A row that would not change (a placeholder made in this batch for its only fill)
+# is not rewritten: no dead tuple, no new entry in its eight indexes.
 RESIZE_PLACEHOLDERS = """
 UPDATE paper_orders AS o
 SET quantity = s.total, created_at = LEAST(o.created_at, s.first_fill), updated_at = now()
-FROM (SELECT order_id, sum(quantity) AS total, min(filled_at) AS first_fill
-      FROM paper_fills WHERE order_id = ANY(%(ids)s::varchar[]) GROUP BY order_id) AS s
-WHERE o.order_id = s.order_id AND o.metadata ? %(placeholder_key)s
+FROM unnest(%(ids)s::varchar[]) AS i(order_id),
+     LATERAL (SELECT sum(f.quantity) AS total, min(f.filled_at) AS first_fill
+              FROM paper_fills f WHERE f.order_id = i.order_id) AS s
+WHERE o.order_id = i.order_id AND o.metadata ? %(placeholder_key)s AND s.total IS NOT NULL
+  AND (o.quantity, o.created_at) IS DISTINCT FROM (s.total, LEAST(o.created_at, s.first_fill))
 """
 
 SELECT_POSITIONS_FOR_UPDATE = """

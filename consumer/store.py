@@ -759,7 +759,17 @@ class PostgresStore:
             min_size=1,
             max_size=2,
             open=False,
-            kwargs={"connect_timeout": max(1, round(connect_timeout_s)), "autocommit": False},
+            # No server-side prepared statements: psycopg prepares a statement on its 5th run, and
+            # PostgreSQL may then keep a generic plan chosen while the tables were small (a scan
+            # of every fill or order against the batch's id list), whose cost grows with the
+            # tables: in bench/latency.py APPLY_STATS_DELTA went 1.3 → 4.2 ms and
+            # SELECT_ORDERS_FOR_UPDATE 0.4 → 1.2 ms within a minute. Planned each time, both
+            # stay flat (p99 34 → 25 ms).
+            kwargs={
+                "connect_timeout": max(1, round(connect_timeout_s)),
+                "autocommit": False,
+                "prepare_threshold": None,
+            },
             check=ConnectionPool.check_connection,
             configure=_announce_worker,
             name="paper-consumer",

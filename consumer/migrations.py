@@ -49,6 +49,7 @@ EXPECTED_TABLES = (
     "paper_round_trips",
     "paper_fill_pnl",
     "paper_pnl_clock",
+    "paper_stats_sums",
     "paper_shard_leases",
     "paper_shard_members",
 )

@@ -9,9 +9,13 @@
    positions (lessons.md #1): a redelivered or duplicated fill changes nothing;
 3. lock and read the touched positions, apply the new fills and marks in stream order
    (``accounting.py``), upsert them;
-4. recompute ``paper_trading_stats`` for every touched UTC date from the tables themselves, so the
-   row always equals a full re-aggregation (per-date advisory locks keep concurrent writers from
-   aggregating each other's uncommitted rows);
+4. update ``paper_trading_stats`` incrementally: the batch remembers the state each order row had
+   before it (the rows read FOR UPDATE), the fills and per-fill P&L rows it inserted, and then
+   adds the new terms and subtracts the old ones in ``paper_stats_sums`` (exact per-date counts
+   and numeric sums, migration 005); the touched stats rows are derived from those sums, so each
+   still equals a full re-aggregation (``REAGGREGATE_STATS``, kept as the reference) at a cost
+   that grows with the batch, not with the day. One advisory lock serialises this last step of
+   concurrent writers;
 5. advance ``paper_consumer_offsets`` (and, when archiving, append raw entries to the ledger).
 
 The caller acknowledges the entries in Redis only after this commits. Statements are
@@ -145,13 +149,19 @@ RETURNING fill_id
 """
 
 # A placeholder order (fill before order) carries the quantity of the fills stored for it so far,
-# computed from the table so the row does not depend on how fills were split into batches.
+# computed from the table so the row does not depend on how fills were split into batches. The
+# fills are summed per order id through the order_id index (a LATERAL aggregate, never a scan of
+# all fills: as a join, a plan could scan every fill against the whole id list, 40 ms a batch at
+# 30,000 fills). A row that would not change (a placeholder made in this batch for its only fill)
+# is not rewritten: no dead tuple, no new entry in its eight indexes.
 RESIZE_PLACEHOLDERS = """
 UPDATE paper_orders AS o
 SET quantity = s.total, created_at = LEAST(o.created_at, s.first_fill), updated_at = now()
-FROM (SELECT order_id, sum(quantity) AS total, min(filled_at) AS first_fill
-      FROM paper_fills WHERE order_id = ANY(%(ids)s::varchar[]) GROUP BY order_id) AS s
-WHERE o.order_id = s.order_id AND o.metadata ? %(placeholder_key)s
+FROM unnest(%(ids)s::varchar[]) AS i(order_id),
+     LATERAL (SELECT sum(f.quantity) AS total, min(f.filled_at) AS first_fill
+              FROM paper_fills f WHERE f.order_id = i.order_id) AS s
+WHERE o.order_id = i.order_id AND o.metadata ? %(placeholder_key)s AND s.total IS NOT NULL
+  AND (o.quantity, o.created_at) IS DISTINCT FROM (s.total, LEAST(o.created_at, s.first_fill))
 """
 
 SELECT_POSITIONS_FOR_UPDATE = """
@@ -190,12 +200,16 @@ ON CONFLICT (symbol) DO UPDATE SET
 
 # Serialise the statistics step of concurrent writers: under READ COMMITTED the statements after
 # the lock see every row committed by a writer that held it before us (cumulative P&L spans
-# every date, so one lock for the table, held only for the last two statements of a batch).
+# every date, so one lock for the table, held only for the last statements of a batch). Taken
+# before any row of paper_stats_sums or paper_trading_stats is locked, so writers cannot
+# deadlock on them.
 LOCK_STATS = "SELECT pg_advisory_xact_lock(hashtextextended('paper_trading_stats', 0))"
 
-# One definition of the daily statistics, applied to the touched dates. filled_orders counts
+# One definition of the daily statistics, applied to the given dates. filled_orders counts
 # FILLED, PARTIAL and PARTIALLY_FILLED so that the generated fill_rate equals
-# get_paper_fill_rate() (see sql/schema/paper_trading_erd.md, "fill rate").
+# get_paper_fill_rate() (see sql/schema/paper_trading_erd.md, "fill rate"). The worker no longer
+# runs it (it rescans whole days): it is the reference that APPLY_STATS_DELTA and
+# WRITE_STATS_FROM_SUMS must equal, and what the tests recompute from scratch.
 REAGGREGATE_STATS = """
 WITH d AS (SELECT DISTINCT unnest(%(dates)s::date[]) AS stat_date),
 bounds AS (SELECT (min(stat_date)::timestamp AT TIME ZONE 'UTC') AS lo,
@@ -250,7 +264,211 @@ ON CONFLICT (stat_date) DO UPDATE SET
     daily_pnl_usdt = EXCLUDED.daily_pnl_usdt, updated_at = now()
 """
 
-# Cumulative P&L of every date from the earliest touched one on (a late fill moves them all).
+# The incremental form of REAGGREGATE_STATS (paper_stats_sums, migration 005). Terms, each by the
+# same expression as REAGGREGATE_STATS, with a sign:
+# - orders: + the rows as they stand now (%(order_ids)s), - the same rows as they stood before the
+#   batch (%(before_*)s, read FOR UPDATE by the batch; a row merged away has only its - term);
+# - fills inserted by this batch: + volume, fees, fee % and latency (with their order as it
+#   stands now);
+# - older fills of an order whose created_at moved (placeholder replaced or resized): latency
+#   with the new created_at +, with the old one -;
+# - per-fill P&L rows inserted by this batch: +.
+# Sums stay exact (unconstrained NUMERIC); rows locked in date order, under LOCK_STATS.
+APPLY_STATS_DELTA = """
+WITH before AS (
+    SELECT * FROM unnest(%(before_id)s::varchar[], %(before_created_at)s::timestamptz[],
+                         %(before_status)s::varchar[], %(before_slippage)s::numeric[])
+         AS b(order_id, created_at, status, slippage_pct)),
+after AS (
+    SELECT o.order_id, o.created_at, o.status, o.slippage_pct
+    FROM unnest(%(order_ids)s::varchar[]) AS i(order_id)
+    JOIN paper_orders o ON o.order_id = i.order_id),
+moved AS MATERIALIZED (
+    SELECT a.order_id, x.sign, x.created_at
+    FROM after a JOIN before b USING (order_id),
+         LATERAL (VALUES (1, a.created_at), (-1, b.created_at)) AS x(sign, created_at)
+    WHERE a.created_at IS DISTINCT FROM b.created_at),
+terms AS (
+    SELECT a.created_at AS at, 1 AS sign, true AS is_order, a.status, a.slippage_pct,
+           NULL::timestamptz AS filled_at, NULL::timestamptz AS order_created_at,
+           NULL::numeric AS volume, NULL::numeric AS fees, NULL::numeric AS fee_pct,
+           NULL::numeric AS pnl
+    FROM after a
+    UNION ALL
+    SELECT b.created_at, -1, true, b.status, b.slippage_pct, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM before b
+    UNION ALL
+    SELECT f.filled_at, 1, false, NULL, NULL, f.filled_at, o.created_at, f.quantity * f.price,
+           f.fees_usdt, f.fees_usdt / (f.quantity * f.price) * 100, NULL
+    FROM unnest(%(fill_ids)s::varchar[]) AS i(fill_id)
+    JOIN paper_fills f ON f.fill_id = i.fill_id JOIN paper_orders o ON o.order_id = f.order_id
+    UNION ALL
+    SELECT f.filled_at, m.sign, false, NULL, NULL, f.filled_at, m.created_at, NULL, NULL, NULL,
+           NULL
+    FROM moved m,
+         -- per moved order, by the order_id index (OFFSET 0: never a scan of all fills)
+         LATERAL (SELECT filled_at, fill_id FROM paper_fills WHERE order_id = m.order_id
+                  OFFSET 0) AS f
+    WHERE NOT f.fill_id = ANY(%(fill_ids)s::varchar[])
+    UNION ALL
+    SELECT p.filled_at, 1, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p.realized_pnl_usdt
+    FROM unnest(%(pnl_fill_ids)s::varchar[]) AS i(fill_id)
+    JOIN paper_fill_pnl p ON p.fill_id = i.fill_id),
+t AS (
+    SELECT (at AT TIME ZONE 'UTC')::date AS stat_date, sign, is_order, status, slippage_pct,
+           volume, fees, fee_pct, pnl,
+           CASE WHEN filled_at >= order_created_at
+                 AND filled_at < order_created_at + interval '1 day'
+                THEN extract(epoch FROM (filled_at - order_created_at)) * 1000 END AS latency_ms
+    FROM terms),
+delta AS (
+    SELECT stat_date,
+           coalesce(sum(sign) FILTER (WHERE is_order), 0) AS total_orders,
+           coalesce(sum(sign) FILTER (WHERE status IN ('FILLED', 'PARTIAL', 'PARTIALLY_FILLED')),
+                    0) AS filled_orders,
+           coalesce(sum(sign) FILTER (WHERE status IN ('PARTIAL', 'PARTIALLY_FILLED')), 0)
+               AS partial_fills,
+           coalesce(sum(sign) FILTER (WHERE status = 'REJECTED'), 0) AS rejected_orders,
+           coalesce(sum(sign) FILTER (WHERE status = 'CANCELLED'), 0) AS cancelled_orders,
+           coalesce(sum(sign) FILTER (WHERE slippage_pct IS NOT NULL), 0) AS slippage_n,
+           coalesce(sum(sign * slippage_pct), 0) AS slippage_sum,
+           count(fee_pct) AS fee_pct_n, coalesce(sum(fee_pct), 0) AS fee_pct_sum,
+           coalesce(sum(sign) FILTER (WHERE latency_ms IS NOT NULL), 0) AS latency_n,
+           coalesce(sum(sign * latency_ms), 0) AS latency_sum_ms,
+           coalesce(sum(volume), 0) AS volume_usdt, coalesce(sum(fees), 0) AS fees_usdt,
+           coalesce(sum(pnl), 0) AS realized_pnl_usdt
+    FROM t WHERE stat_date IS NOT NULL
+    GROUP BY stat_date)
+INSERT INTO paper_stats_sums AS s (
+    stat_date, total_orders, filled_orders, partial_fills, rejected_orders, cancelled_orders,
+    slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n, latency_sum_ms, volume_usdt,
+    fees_usdt, realized_pnl_usdt, updated_at)
+SELECT stat_date, total_orders, filled_orders, partial_fills, rejected_orders, cancelled_orders,
+       slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n, latency_sum_ms, volume_usdt,
+       fees_usdt, realized_pnl_usdt, now()
+FROM delta
+WHERE (total_orders, filled_orders, partial_fills, rejected_orders, cancelled_orders,
+       slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n, latency_sum_ms, volume_usdt,
+       fees_usdt, realized_pnl_usdt) <> (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+ORDER BY stat_date
+ON CONFLICT (stat_date) DO UPDATE SET
+    total_orders = s.total_orders + EXCLUDED.total_orders,
+    filled_orders = s.filled_orders + EXCLUDED.filled_orders,
+    partial_fills = s.partial_fills + EXCLUDED.partial_fills,
+    rejected_orders = s.rejected_orders + EXCLUDED.rejected_orders,
+    cancelled_orders = s.cancelled_orders + EXCLUDED.cancelled_orders,
+    slippage_n = s.slippage_n + EXCLUDED.slippage_n,
+    slippage_sum = s.slippage_sum + EXCLUDED.slippage_sum,
+    fee_pct_n = s.fee_pct_n + EXCLUDED.fee_pct_n,
+    fee_pct_sum = s.fee_pct_sum + EXCLUDED.fee_pct_sum,
+    latency_n = s.latency_n + EXCLUDED.latency_n,
+    latency_sum_ms = s.latency_sum_ms + EXCLUDED.latency_sum_ms,
+    volume_usdt = s.volume_usdt + EXCLUDED.volume_usdt,
+    fees_usdt = s.fees_usdt + EXCLUDED.fees_usdt,
+    realized_pnl_usdt = s.realized_pnl_usdt + EXCLUDED.realized_pnl_usdt,
+    updated_at = now()
+RETURNING stat_date
+"""
+
+# paper_stats_sums as it should be, from scratch (every date): the back-fill of migration 005
+# selects exactly this. For checks and repairs; the worker never runs it.
+RECOMPUTE_STATS_SUMS = """
+SELECT t.stat_date,
+       count(*) FILTER (WHERE t.is_order) AS total_orders,
+       count(*) FILTER (WHERE t.status IN ('FILLED', 'PARTIAL', 'PARTIALLY_FILLED'))
+           AS filled_orders,
+       count(*) FILTER (WHERE t.status IN ('PARTIAL', 'PARTIALLY_FILLED')) AS partial_fills,
+       count(*) FILTER (WHERE t.status = 'REJECTED') AS rejected_orders,
+       count(*) FILTER (WHERE t.status = 'CANCELLED') AS cancelled_orders,
+       count(t.slippage_pct) AS slippage_n, coalesce(sum(t.slippage_pct), 0) AS slippage_sum,
+       count(t.fee_pct) AS fee_pct_n, coalesce(sum(t.fee_pct), 0) AS fee_pct_sum,
+       count(t.latency_ms) AS latency_n, coalesce(sum(t.latency_ms), 0) AS latency_sum_ms,
+       coalesce(sum(t.volume), 0) AS volume_usdt, coalesce(sum(t.fees), 0) AS fees_usdt,
+       coalesce(sum(t.pnl), 0) AS realized_pnl_usdt
+FROM (
+    SELECT (o.created_at AT TIME ZONE 'UTC')::date AS stat_date, true AS is_order, o.status,
+           o.slippage_pct, NULL::numeric AS fee_pct, NULL::numeric AS latency_ms,
+           NULL::numeric AS volume, NULL::numeric AS fees, NULL::numeric AS pnl
+    FROM paper_orders o
+    UNION ALL
+    SELECT (f.filled_at AT TIME ZONE 'UTC')::date, false, NULL, NULL,
+           f.fees_usdt / (f.quantity * f.price) * 100,
+           CASE WHEN f.filled_at >= o.created_at AND f.filled_at < o.created_at + interval '1 day'
+                THEN extract(epoch FROM (f.filled_at - o.created_at)) * 1000 END,
+           f.quantity * f.price, f.fees_usdt, NULL
+    FROM paper_fills f JOIN paper_orders o ON o.order_id = f.order_id
+    UNION ALL
+    SELECT (p.filled_at AT TIME ZONE 'UTC')::date, false, NULL, NULL, NULL, NULL, NULL, NULL,
+           p.realized_pnl_usdt
+    FROM paper_fill_pnl p
+) AS t
+WHERE t.stat_date IS NOT NULL
+GROUP BY t.stat_date
+ORDER BY t.stat_date
+"""
+
+# The stats rows of the given dates (sorted, distinct) from their sums: an average is sum / n,
+# which is exactly what avg(numeric) computes (numeric_div of the exact sum by the count), so the
+# row equals REAGGREGATE_STATS; a date without sums gets the zeros and NULLs of an empty date. The
+# written rows' cumulative P&L is computed here too (the stored daily P&L of the earlier dates
+# not written now, plus the new daily P&L of the written ones up to the date: what
+# REFRESH_CUMULATIVE_PNL would set); `later` says whether rows after the first written date
+# were not written, so that REFRESH_CUMULATIVE_PNL must still run (a late fill). A row that would
+# not change is not rewritten. Run under LOCK_STATS: its snapshot has every committed daily P&L.
+WRITE_STATS_FROM_SUMS = """
+WITH d AS (
+    SELECT d.stat_date, coalesce(s.total_orders, 0) AS total_orders,
+           coalesce(s.filled_orders, 0) AS filled_orders,
+           coalesce(s.partial_fills, 0) AS partial_fills,
+           coalesce(s.rejected_orders, 0) AS rejected_orders,
+           coalesce(s.cancelled_orders, 0) AS cancelled_orders,
+           s.slippage_sum / nullif(s.slippage_n, 0) AS avg_slippage_pct,
+           s.fee_pct_sum / nullif(s.fee_pct_n, 0) AS avg_fee_pct,
+           s.latency_sum_ms / nullif(s.latency_n, 0) AS avg_latency_ms,
+           coalesce(s.volume_usdt, 0) AS total_volume_usdt,
+           coalesce(s.fees_usdt, 0) AS total_fees_usdt,
+           coalesce(s.realized_pnl_usdt, 0)::DECIMAL(18,8) AS daily_pnl_usdt
+    FROM unnest(%(dates)s::date[]) AS d(stat_date)
+    LEFT JOIN paper_stats_sums s USING (stat_date)),
+c AS (
+    SELECT d.*,
+           (SELECT coalesce(sum(t.daily_pnl_usdt), 0) FROM paper_trading_stats t
+            WHERE t.stat_date < d.stat_date AND t.stat_date <> ALL(%(dates)s::date[]))
+           + sum(d.daily_pnl_usdt) OVER (ORDER BY d.stat_date) AS cumulative_pnl_usdt
+    FROM d),
+w AS (
+    INSERT INTO paper_trading_stats AS t (
+        stat_date, total_orders, filled_orders, partial_fills, rejected_orders,
+        cancelled_orders, avg_slippage_pct, avg_fee_pct, avg_latency_ms, total_volume_usdt,
+        total_fees_usdt, daily_pnl_usdt, cumulative_pnl_usdt, updated_at)
+    SELECT stat_date, total_orders, filled_orders, partial_fills, rejected_orders,
+           cancelled_orders, avg_slippage_pct, avg_fee_pct, avg_latency_ms, total_volume_usdt,
+           total_fees_usdt, daily_pnl_usdt, cumulative_pnl_usdt, now()
+    FROM c
+    ORDER BY stat_date
+    ON CONFLICT (stat_date) DO UPDATE SET
+        total_orders = EXCLUDED.total_orders, filled_orders = EXCLUDED.filled_orders,
+        partial_fills = EXCLUDED.partial_fills, rejected_orders = EXCLUDED.rejected_orders,
+        cancelled_orders = EXCLUDED.cancelled_orders,
+        avg_slippage_pct = EXCLUDED.avg_slippage_pct, avg_fee_pct = EXCLUDED.avg_fee_pct,
+        avg_latency_ms = EXCLUDED.avg_latency_ms, total_volume_usdt = EXCLUDED.total_volume_usdt,
+        total_fees_usdt = EXCLUDED.total_fees_usdt, daily_pnl_usdt = EXCLUDED.daily_pnl_usdt,
+        cumulative_pnl_usdt = EXCLUDED.cumulative_pnl_usdt, updated_at = now()
+    WHERE (t.total_orders, t.filled_orders, t.partial_fills, t.rejected_orders,
+           t.cancelled_orders, t.avg_slippage_pct, t.avg_fee_pct, t.avg_latency_ms,
+           t.total_volume_usdt, t.total_fees_usdt, t.daily_pnl_usdt, t.cumulative_pnl_usdt)
+          IS DISTINCT FROM
+          (EXCLUDED.total_orders, EXCLUDED.filled_orders, EXCLUDED.partial_fills,
+           EXCLUDED.rejected_orders, EXCLUDED.cancelled_orders, EXCLUDED.avg_slippage_pct,
+           EXCLUDED.avg_fee_pct, EXCLUDED.avg_latency_ms, EXCLUDED.total_volume_usdt,
+           EXCLUDED.total_fees_usdt, EXCLUDED.daily_pnl_usdt, EXCLUDED.cumulative_pnl_usdt))
+SELECT EXISTS (SELECT 1 FROM paper_trading_stats t
+               WHERE t.stat_date > (%(dates)s::date[])[1]
+                 AND t.stat_date <> ALL(%(dates)s::date[])) AS later
+"""
+
+# Cumulative P&L of every date from the earliest touched one on (a late fill moves them all):
+# run when WRITE_STATS_FROM_SUMS reports rows after the first written date that it did not write.
 REFRESH_CUMULATIVE_PNL = """
 UPDATE paper_trading_stats AS s
 SET cumulative_pnl_usdt = c.cumulative, updated_at = now()
@@ -278,6 +496,7 @@ SELECT * FROM unnest(%(fill_id)s::varchar[], %(symbol)s::varchar[],
                      %(filled_at)s::timestamptz[], %(realized)s::numeric[],
                      %(quantity)s::numeric[])
 ON CONFLICT (fill_id) DO NOTHING
+RETURNING fill_id
 """
 
 SELECT_CLOCK_FOR_UPDATE = "SELECT event_time FROM paper_pnl_clock WHERE clock_id = 1 FOR UPDATE"
@@ -576,7 +795,17 @@ class PostgresStore:
             min_size=1,
             max_size=2,
             open=False,
-            kwargs={"connect_timeout": max(1, round(connect_timeout_s)), "autocommit": False},
+            # No server-side prepared statements: psycopg prepares a statement on its 5th run, and
+            # PostgreSQL may then keep a generic plan chosen while the tables were small (a scan
+            # of every fill or order against the batch's id list), whose cost grows with the
+            # tables: in bench/latency.py APPLY_STATS_DELTA went 1.3 → 4.2 ms and
+            # SELECT_ORDERS_FOR_UPDATE 0.4 → 1.2 ms within a minute. Planned each time, both
+            # stay flat (p99 34 → 25 ms).
+            kwargs={
+                "connect_timeout": max(1, round(connect_timeout_s)),
+                "autocommit": False,
+                "prepare_threshold": None,
+            },
             check=ConnectionPool.check_connection,
             configure=_announce_worker,
             name="paper-consumer",
@@ -658,6 +887,55 @@ def _describe(exc: BaseException) -> str:
     return f"{text} (constraint {constraint})" if constraint else text
 
 
+@dataclass
+class _StatsDelta:
+    """What one batch changed that the daily statistics depend on (``APPLY_STATS_DELTA``).
+
+    ``before`` holds, by the order's current id, the state each order row the batch writes (or
+    deletes) had before the batch, as read FOR UPDATE the first time the batch touches it;
+    ``created`` the ids of rows the batch inserted. The rows as they stand after the batch are
+    read back by these ids (a deleted one is simply not found), so every term is computed in
+    SQL from stored values."""
+
+    before: dict[str, OrderState] = field(default_factory=dict)
+    created: set[str] = field(default_factory=set)
+    fill_ids: list[str] = field(default_factory=list)
+    pnl_fill_ids: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.before or self.created or self.fill_ids or self.pnl_fill_ids)
+
+    def touch(self, order_id: str, stored: OrderState | None) -> None:
+        """The row ``order_id`` (``stored`` before this statement, None if new) is written."""
+        if order_id in self.before or order_id in self.created:
+            return
+        if stored is None:
+            self.created.add(order_id)
+        else:
+            self.before[order_id] = stored
+
+    def rekey(self, old: str, new: str, stored: OrderState) -> None:
+        self.touch(old, stored)
+        if old in self.before:
+            self.before[new] = self.before.pop(old)
+        else:
+            self.created.discard(old)
+            self.created.add(new)
+
+    def params(self) -> dict[str, Any]:
+        before = list(self.before.values())
+        return {
+            "before_id": list(self.before),
+            "before_created_at": [o.created_at for o in before],
+            "before_status": [o.status.value for o in before],
+            "before_slippage": [o.slippage_pct for o in before],
+            "order_ids": sorted({*self.before, *self.created}),
+            "fill_ids": self.fill_ids,
+            "pnl_fill_ids": self.pnl_fill_ids,
+        }
+
+
 def _write(
     conn: psycopg.Connection[dict[str, Any]],
     items: Sequence[ParsedEntry],
@@ -668,23 +946,26 @@ def _write(
     start_balance: Decimal | None = None,
 ) -> None:
     stat_dates: set[date] = set()
+    delta = _StatsDelta()
     row = conn.execute(SELECT_CLOCK_FOR_UPDATE).fetchone()
     segments, clock = snapshots.plan(
         [(item, item.event.timestamp) for item in items], row["event_time"] if row else None
     )
     for segment in segments:
         if segment.items:
-            fills = _write_orders_and_fills(conn, segment.items, result, stat_dates)
-            _move_positions(conn, segment.items, fills, result, stat_dates)
+            fills = _write_orders_and_fills(conn, segment.items, result, stat_dates, delta)
+            _move_positions(conn, segment.items, fills, result, stat_dates, delta=delta)
         for moment, kind in segment.snapshots_after:
             result.snapshots += _take_snapshot(conn, moment, kind, start_balance, "event_time")
     if clock is not None and (row is None or clock != row["event_time"]):
         conn.execute(SET_CLOCK, {"time": clock})
-    if stat_dates:
-        dates = sorted(stat_dates)
+    if stat_dates or not delta.empty:
         conn.execute(LOCK_STATS)
-        conn.execute(REAGGREGATE_STATS, {"dates": dates})
-        conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
+        moved = conn.execute(APPLY_STATS_DELTA, delta.params()).fetchall()
+        dates = sorted(stat_dates | {r["stat_date"] for r in moved})
+        written = conn.execute(WRITE_STATS_FROM_SUMS, {"dates": dates}).fetchone()
+        if written is None or written["later"]:
+            conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
         result.stat_dates = dates
     _advance_offsets(conn, [i.key for i in items], group)
     if archive:
@@ -721,6 +1002,7 @@ def _write_orders_and_fills(
     items: Sequence[ParsedEntry],
     result: BatchResult,
     stat_dates: set[date],
+    delta: _StatsDelta,
 ) -> dict[int, tuple[FillEvent, Side]]:
     """Steps 1 and 2. Returns each fill inserted now (a published fill, or one derived from a
     bot result) with its side, keyed by ``id()`` of the item that carried it."""
@@ -752,10 +1034,12 @@ def _write_orders_and_fills(
         olds = sorted(rekeyed)
         conn.execute(REKEY_ORDERS, {"old_ids": olds, "new_ids": [rekeyed[o] for o in olds]})
         for old, new in rekeyed.items():
+            delta.rekey(old, new, stored[old])
             stored[new] = replace(stored.pop(old), order_id=new)
     if merged:
         conn.execute(DELETE_MERGED_REQUESTS, {"ids": merged})
         for old in merged:
+            delta.touch(old, stored[old])
             del stored[old]
 
     changed = sorted(
@@ -765,6 +1049,8 @@ def _write_orders_and_fills(
         conn.execute(UPSERT_ORDERS, _order_params(changed))
         result.orders_written += len(changed)
         stat_dates.update(_utc_date(o.created_at) for o in changed)
+        for order in changed:
+            delta.touch(order.order_id, stored.get(order.order_id))
 
     if not fold.fills:
         return {}
@@ -772,7 +1058,10 @@ def _write_orders_and_fills(
     inserted = {row["fill_id"] for row in cursor.fetchall()}
     result.fills_inserted += len(inserted)
     result.fills_duplicate += len(fold.fills) - len(inserted)
+    delta.fill_ids.extend(inserted)
     if fold.placeholder_ids:
+        for order_id in fold.placeholder_ids:  # RESIZE_PLACEHOLDERS may move created_at
+            delta.touch(order_id, stored.get(order_id))
         conn.execute(
             RESIZE_PLACEHOLDERS,
             {"ids": sorted(fold.placeholder_ids), "placeholder_key": PLACEHOLDER_KEY},
@@ -942,6 +1231,8 @@ def _move_positions(
     new_fills: dict[int, tuple[FillEvent, Side]],
     result: BatchResult,
     stat_dates: set[date],
+    *,
+    delta: _StatsDelta,
 ) -> None:
     """Step 3: apply the fills inserted now and the marks, interleaved in stream order."""
     steps: list[tuple[FillEvent | MarkEvent, Side | None]] = []
@@ -977,7 +1268,7 @@ def _move_positions(
         conn.execute(UPSERT_POSITIONS, _position_params(write))
         result.positions_written += len(write)
     if effects:
-        conn.execute(
+        cursor = conn.execute(
             INSERT_FILL_PNL,
             _array_params(
                 {
@@ -989,6 +1280,7 @@ def _move_positions(
                 }
             ),
         )
+        delta.pnl_fill_ids.extend(r["fill_id"] for r in cursor.fetchall())
     if trips:
         conn.execute(INSERT_ROUND_TRIPS, _trip_params(trips))
 
@@ -1061,6 +1353,7 @@ REPLAY_TABLES = (
     "paper_positions",
     "paper_pnl_snapshots",
     "paper_trading_stats",
+    "paper_stats_sums",
     "paper_round_trips",
     "paper_fill_pnl",
     "paper_pnl_clock",
@@ -1074,6 +1367,7 @@ SELECT name FROM (VALUES
     ('paper_positions', EXISTS (SELECT 1 FROM paper_positions)),
     ('paper_pnl_snapshots', EXISTS (SELECT 1 FROM paper_pnl_snapshots)),
     ('paper_trading_stats', EXISTS (SELECT 1 FROM paper_trading_stats)),
+    ('paper_stats_sums', EXISTS (SELECT 1 FROM paper_stats_sums)),
     ('paper_round_trips', EXISTS (SELECT 1 FROM paper_round_trips)),
     ('paper_fill_pnl', EXISTS (SELECT 1 FROM paper_fill_pnl)),
     ('paper_pnl_clock', EXISTS (SELECT 1 FROM paper_pnl_clock)),
@@ -1087,7 +1381,8 @@ WHERE has_rows
 # it back. Readers wait for the commit instead of seeing a half-built history.
 RESET_REPLAY_TABLES = """
 TRUNCATE paper_orders, paper_fills, paper_positions, paper_pnl_snapshots, paper_trading_stats,
-         paper_round_trips, paper_fill_pnl, paper_pnl_clock, paper_consumer_offsets
+         paper_stats_sums, paper_round_trips, paper_fill_pnl, paper_pnl_clock,
+         paper_consumer_offsets
          RESTART IDENTITY
 """
 

@@ -92,6 +92,7 @@ def test_migrate_up_status_verify_down(empty_db_url):
         "002_core_tables.sql",
         "003_paper_trading_schema.sql",
         "004_round_trips_and_pnl.sql",
+        "005_incremental_stats.sql",
         "006_shard_leases.sql",
     ]
     assert cli("migrate", "up", env=env).stdout.strip() == "already up to date"
@@ -103,6 +104,7 @@ def test_migrate_up_status_verify_down(empty_db_url):
         ["applied", "002_core_tables"],
         ["applied", "003_paper_trading_schema"],
         ["applied", "004_round_trips_and_pnl"],
+        ["applied", "005_incremental_stats"],
         ["applied", "006_shard_leases"],
     ]
 
@@ -116,9 +118,9 @@ def test_migrate_up_status_verify_down(empty_db_url):
 
     down = cli("migrate", "down", "--to", "0", env=env)
     assert down.returncode == 0, down.stderr
-    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 5
+    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 6
     after = cli("migrate", "status", env=env)
-    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 5
+    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 6
     assert cli("migrate", "verify", env=env).returncode == 1
 
 

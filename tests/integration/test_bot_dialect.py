@@ -34,6 +34,7 @@ from tests.support.pipeline import (
     run_until_idle,
     snapshot,
 )
+from tests.support.stats import assert_stats_equal_full_reaggregation
 
 HEX32 = "0123456789abcdef" * 2
 SHUTDOWN_ID = f"SHUTDOWN_{HEX32}"
@@ -486,6 +487,7 @@ def test_any_delivery_history_of_bot_messages_ends_in_the_reference_state(
         ) == (sorted((f.fill_id, f.quantity, f.price, f.fee) for f in expected))
         orders = orders_by_id(dsn)
         assert len(orders) == len(history["trades"])  # requests linked, never left behind
+        assert_stats_equal_full_reaggregation(dsn)  # request rows re-keyed and merged included
         for n, trade in enumerate(history["trades"]):
             row = orders[f"PAPER_{n:012x}"]
             requested = trade[6] != "none"

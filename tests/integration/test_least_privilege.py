@@ -120,10 +120,12 @@ DENIED = [
     "TRUNCATE paper_positions",
     "TRUNCATE paper_pnl_snapshots",
     "TRUNCATE paper_trading_stats",
+    "TRUNCATE paper_stats_sums",
     "TRUNCATE paper_consumer_offsets",
     "TRUNCATE paper_event_ledger",
     # history the worker only appends to or re-aggregates: no DELETE / rewrite
     "DELETE FROM paper_trading_stats",
+    "DELETE FROM paper_stats_sums",
     "DELETE FROM paper_consumer_offsets",
     "DELETE FROM paper_event_ledger",
     "DELETE FROM paper_round_trips",

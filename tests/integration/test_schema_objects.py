@@ -157,6 +157,25 @@ COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("cumulative_pnl_usdt", MONEY, False, "0"),
         ("updated_at", TZ, False, "now()"),
     ],
+    # 005: exact per-date sums behind paper_trading_stats (unconstrained numeric: no rounding)
+    "paper_stats_sums": [
+        ("stat_date", "date", True, None),
+        ("total_orders", "bigint", True, "0"),
+        ("filled_orders", "bigint", True, "0"),
+        ("partial_fills", "bigint", True, "0"),
+        ("rejected_orders", "bigint", True, "0"),
+        ("cancelled_orders", "bigint", True, "0"),
+        ("slippage_n", "bigint", True, "0"),
+        ("slippage_sum", "numeric", True, "0"),
+        ("fee_pct_n", "bigint", True, "0"),
+        ("fee_pct_sum", "numeric", True, "0"),
+        ("latency_n", "bigint", True, "0"),
+        ("latency_sum_ms", "numeric", True, "0"),
+        ("volume_usdt", "numeric", True, "0"),
+        ("fees_usdt", "numeric", True, "0"),
+        ("realized_pnl_usdt", "numeric", True, "0"),
+        ("updated_at", TZ, True, "now()"),
+    ],
 }
 
 PRIMARY_KEYS = {
@@ -168,6 +187,7 @@ PRIMARY_KEYS = {
     "paper_positions": ["symbol"],
     "paper_pnl_snapshots": ["snapshot_id"],
     "paper_trading_stats": ["stat_id"],
+    "paper_stats_sums": ["stat_date"],
 }
 
 CHECKS = {
@@ -199,6 +219,7 @@ CHECKS = {
         "paper_trading_stats_order_counts_nonnegative",
         "paper_trading_stats_filled_orders_le_total_orders",
     },
+    "paper_stats_sums": set(),  # signed deltas are upserted (see migration 005)
 }
 
 # Secondary indexes, as pg_indexes prints them with the schema name removed.
@@ -282,6 +303,7 @@ GRANTS = {
     "paper_round_trips": {"SELECT", "INSERT"},
     "paper_fill_pnl": {"SELECT", "INSERT"},
     "paper_pnl_clock": {"SELECT", "INSERT", "UPDATE"},
+    "paper_stats_sums": {"SELECT", "INSERT", "UPDATE"},
     "paper_shard_leases": {"SELECT", "INSERT", "UPDATE"},
     "paper_shard_members": {"SELECT", "INSERT", "UPDATE", "DELETE"},
 }

@@ -821,10 +821,8 @@ class PostgresStore:
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         try:
-            with self._pool.connection(timeout=self._timeout) as conn:
-                conn.row_factory = dict_row
-                with conn.transaction():
-                    yield conn
+            with _pooled_transaction(self._pool, self._timeout) as conn:
+                yield conn
         except _DATA_ERRORS as exc:
             raise RejectedByDatabaseError(_describe(exc)) from exc
         except _TRANSIENT as exc:
@@ -872,6 +870,17 @@ class PostgresStore:
         """Take a MANUAL snapshot at ``now`` (``paper-consumer snapshot``)."""
         with self._transaction() as conn:
             return _take_snapshot(conn, now, "MANUAL", self._start_balance, "manual")
+
+
+@contextmanager
+def _pooled_transaction(
+    pool: ConnectionPool[Any], timeout: float
+) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A pooled connection with dict rows, inside one transaction (errors left to the caller)."""
+    with pool.connection(timeout=timeout) as conn:
+        conn.row_factory = dict_row
+        with conn.transaction():
+            yield conn
 
 
 def _announce_worker(conn: psycopg.Connection[Any]) -> None:
@@ -1856,10 +1865,8 @@ class LeaseStore:
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         try:
-            with self._pool.connection(timeout=self._timeout) as conn:
-                conn.row_factory = dict_row
-                with conn.transaction():
-                    yield conn
+            with _pooled_transaction(self._pool, self._timeout) as conn:
+                yield conn
         except (*_TRANSIENT, *_DATA_ERRORS) as exc:
             raise DatabaseUnavailableError(_describe(exc)) from exc
 

@@ -1,4 +1,5 @@
-"""Shared plumbing of the bench scripts: scratch databases, streams, settings, COPY ceiling.
+"""Shared plumbing of the bench scripts: scratch databases, streams, settings, synthetic
+archives, COPY ceiling.
 
 Servers: PAPER_BENCH_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres, a
 superuser maintenance database: scratch databases ``paper_bench_*`` are created and dropped) and
@@ -12,11 +13,13 @@ import io
 import os
 import platform
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +32,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer import migrations  # noqa: E402
+from consumer import migrations, replay  # noqa: E402
+from consumer.publisher import Publisher  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 
 SERVER = os.environ.get("PAPER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -144,6 +148,38 @@ def scratch() -> Iterator[Scratch]:
         yield s
     finally:
         s.drop()
+
+
+@contextmanager
+def synthetic_archive(
+    settings: Settings, events: int, *, seed: int = 4
+) -> Iterator[tuple[Path, replay.ExportSummary]]:
+    """Publish ``events`` synthetic events (``Publisher``, 1 % malformed, event time from
+    2099-01-01) into ``settings``' streams, export them to a temporary ``.jsonl.gz`` archive
+    and yield it with the export's summary; the streams and the file are removed afterwards.
+    The data of bench/replay.py and bench/parse.py."""
+    client = redis.Redis.from_url(settings.redis_dsn())
+    try:
+        started = time.perf_counter()
+        Publisher(
+            client,
+            orders_stream=settings.orders_stream,
+            fills_stream=settings.fills_stream,
+            marks_stream=settings.marks_stream,
+            seed=seed,
+            malformed_ratio=0.01,
+            start=datetime(2099, 1, 1, tzinfo=UTC),
+            run_id=f"bench{seed}",
+        ).publish(events)
+        print(f"published {events} events in {time.perf_counter() - started:.1f} s")
+        with tempfile.TemporaryDirectory() as folder:
+            archive = Path(folder) / "bench.jsonl.gz"
+            exported = replay.export(settings.redis_dsn(), settings.streams(), archive)
+            print(f"export: {exported.entries} entries in {exported.seconds:.2f} s")
+            yield archive, exported
+    finally:
+        client.delete(*settings.streams(), settings.dlq_stream)
+        client.close()
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -16,30 +16,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
-import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-
-import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from consumer import events, replay
 from consumer.logs import configure
-from consumer.publisher import Publisher
 from consumer.settings import Settings
 from consumer.worker import dialect_options, parse_raw, stream_kinds
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REDIS_URL, Scratch, synthetic_archive
 
-def _best(passes: int, run: object) -> float:
+
+def _best(passes: int, run: Callable[[], None]) -> float:
     best = float("inf")
     for _ in range(passes):
         started = time.process_time()
-        run()  # type: ignore[operator]
+        run()
         best = min(best, time.process_time() - started)
     return best
 
@@ -49,51 +46,27 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    redis_url = os.environ.get("PAPER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     configure("json", "error")
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        database_url="postgresql://unused@127.0.0.1/unused",
-        redis_url=redis_url,
-        orders_stream=f"{prefix}.orders",
-        fills_stream=f"{prefix}.fills",
-        marks_stream=f"{prefix}.market_data",
-        dlq_stream=f"{prefix}.dlq",
-    )
-    client = redis.Redis.from_url(redis_url)
-    try:
-        Publisher(
-            client,
-            orders_stream=settings.orders_stream,
-            fills_stream=settings.fills_stream,
-            marks_stream=settings.marks_stream,
-            seed=4,
-            malformed_ratio=0.01,
-            start=datetime(2099, 1, 1, tzinfo=UTC),
-            run_id="bench4",
-        ).publish(args.events)
-        with tempfile.TemporaryDirectory() as folder:
-            archive = Path(folder) / "bench.jsonl.gz"
-            exported = replay.export(redis_url, settings.streams(), archive)
-            streams = settings.streams()
-            kinds = stream_kinds(settings)
-            options = dialect_options(settings)
+    # Streams only: no database is touched, so no scratch databases are made.
+    settings: Settings = Scratch().settings("postgresql://unused@127.0.0.1/unused")
+    with synthetic_archive(settings, args.events) as (archive, exported):
+        streams = settings.streams()
+        kinds = stream_kinds(settings)
+        options = dialect_options(settings)
 
-            def read() -> None:
-                for _ in replay.file_entries(archive, streams):
-                    pass
+        def read() -> None:
+            for _ in replay.file_entries(archive, streams):
+                pass
 
-            def read_and_parse() -> None:
-                for entry in replay.file_entries(archive, streams):
-                    with contextlib.suppress(events.InvalidEventError):
-                        parse_raw(kinds, entry, options)
+        def read_and_parse() -> None:
+            for entry in replay.file_entries(archive, streams):
+                with contextlib.suppress(events.InvalidEventError):
+                    parse_raw(kinds, entry, options)
 
-            n = exported.entries
-            read_s = _best(args.repeat, read)
-            both_s = _best(args.repeat, read_and_parse)
-    finally:
-        client.delete(*settings.streams(), settings.dlq_stream)
-        client.close()
+        n = exported.entries
+        read_s = _best(args.repeat, read)
+        both_s = _best(args.repeat, read_and_parse)
+    print(f"redis: {REDIS_URL}")
     print(f"entries: {n}")
     print(f"read archive:          {read_s:.3f} s CPU = {read_s / n * 1e6:.2f} us/entry")
     print(f"read + validate:       {both_s:.3f} s CPU = {both_s / n * 1e6:.2f} us/entry")

@@ -21,47 +21,20 @@ bench/replay-profile.txt.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-
-import psycopg
-import redis
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consumer import migrations, replay
+from consumer import replay
 from consumer.logs import configure
-from consumer.publisher import Publisher
-from consumer.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import COPIED, copy_ceiling
+from _common import COPIED, copy_ceiling, scratch, synthetic_archive
 
 # The ceiling compares with the rows of the three tables the seed's writers produce.
 CEILING_TABLES = ("paper_orders", "paper_fills", "paper_positions")
-
-
-def _database(server: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(server, autocommit=True) as conn:
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        conn.execute(query)
-    return make_conninfo(server, dbname=name)
-
-
-def _drop(server: str, name: str) -> None:
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def main() -> int:
@@ -71,47 +44,14 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-
-    server = os.environ.get(
-        "PAPER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    redis_url = os.environ.get("PAPER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     configure("json", "warning")
-    run = uuid.uuid4().hex[:8]
-    template = f"paper_bench_tpl_{run}"
-    names = [template, f"paper_bench_replay_{run}", f"paper_bench_copy_{run}"]
-    prefix = f"bench{run}"
-    settings = Settings(
-        database_url="postgresql://unused@127.0.0.1/unused",
-        redis_url=redis_url,
-        orders_stream=f"{prefix}.orders",
-        fills_stream=f"{prefix}.fills",
-        marks_stream=f"{prefix}.market_data",
-        dlq_stream=f"{prefix}.dlq",
-    )
-    client = redis.Redis.from_url(redis_url)
-    try:
-        migrations.upgrade(_database(server, template))
-        replay_db = _database(server, names[1], template)
-        copy_db = _database(server, names[2], template)
 
-        started = time.perf_counter()
-        Publisher(
-            client,
-            orders_stream=settings.orders_stream,
-            fills_stream=settings.fills_stream,
-            marks_stream=settings.marks_stream,
-            seed=args.seed,
-            malformed_ratio=0.01,
-            start=datetime(2099, 1, 1, tzinfo=UTC),
-            run_id=f"bench{args.seed}",
-        ).publish(args.events)
-        print(f"published {args.events} events in {time.perf_counter() - started:.1f} s")
-
-        with tempfile.TemporaryDirectory() as folder:
-            archive = Path(folder) / "bench.jsonl.gz"
-            exported = replay.export(redis_url, settings.streams(), archive)
-            print(f"export: {exported.entries} entries in {exported.seconds:.2f} s")
+    with scratch() as s:
+        template = s.template()
+        replay_db = s.database("replay", template)
+        copy_db = s.database("copy", template)
+        settings = s.settings(replay_db)
+        with synthetic_archive(settings, args.events, seed=args.seed) as (archive, _):
             spec = replay.SourceSpec("file", archive)
             if args.profile:
                 from pyinstrument import Profiler  # noqa: PLC0415 - optional, bench only
@@ -144,11 +84,6 @@ def main() -> int:
         # CPU seconds of this process (parsing, folding, psycopg): what load from others
         # on a shared machine changes least; PostgreSQL's own work is not in it.
         print(f"replay process CPU: {cpu_s:.3f} s = {cpu_s / summary.entries * 1e6:.1f} us/entry")
-    finally:
-        client.delete(*settings.streams(), settings.dlq_stream)
-        client.close()
-        for name in reversed(names):
-            _drop(server, name)
     return 0
 
 

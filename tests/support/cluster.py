@@ -113,16 +113,16 @@ def start_cluster(server: Path, cli: Path) -> Cluster:
         for port in cluster.ports:
             node_dir = cluster.folder / str(port)
             node_dir.mkdir()
-            log = (node_dir / "redis.log").open("wb")
-            cluster.procs.append(
-                subprocess.Popen(
-                    [str(server), "--port", str(port), "--bind", "127.0.0.1",
-                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--cluster-node-timeout", "5000", "--dir", str(node_dir),
-                     "--save", "", "--appendonly", "no"],
-                    stdout=log, stderr=subprocess.STDOUT,
-                )
-            )  # fmt: skip
+            with (node_dir / "redis.log").open("wb") as log:
+                cluster.procs.append(
+                    subprocess.Popen(
+                        [str(server), "--port", str(port), "--bind", "127.0.0.1",
+                         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                         "--cluster-node-timeout", "5000", "--dir", str(node_dir),
+                         "--save", "", "--appendonly", "no"],
+                        stdout=log, stderr=subprocess.STDOUT,
+                    )
+                )  # fmt: skip
         for port in cluster.ports:
             deadline = time.monotonic() + 10
             while True:

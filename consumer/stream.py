@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -54,10 +54,25 @@ RedisError = redis.RedisError
 
 def make_client(url: str, *, cluster: bool = False, **options: Any) -> Client:
     """A client for ``url``: ``RedisCluster`` (``url`` is a startup node; its database must be
-    0) when ``cluster``, else ``redis.Redis``. ``options`` go to ``from_url``."""
-    if cluster:
+    0) when ``cluster``, else ``redis.Redis``. ``options`` go to ``from_url``.
+
+    A single-node client connects on first use; a cluster client at once (it reads the slot
+    map): no node reachable is ``RedisUnavailableError``, a server that is no cluster or a
+    database other than 0 is ``ConfigError``."""
+    if not cluster:
+        return redis.Redis.from_url(url, **options)
+    try:
         return RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, **options)
+    except RedisClusterException as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "cannot be connected" in detail and "not enabled" not in detail:
+            raise RedisUnavailableError(
+                f"Redis Cluster at {redact_url(url)} is unreachable: {detail}"
+            ) from exc
+        raise ConfigError(
+            f"PAPER_REDIS_CLUSTER is set but {redact_url(url)} cannot serve as a Redis Cluster "
+            f"node: {detail}"
+        ) from exc
 
 
 def slot_of(key: str) -> int:
@@ -129,7 +144,7 @@ class RedisStream:
         self._start_id = start_id
         self._socket_timeout_s = socket_timeout_s
         self.cluster = cluster
-        self._client = client if client is not None else self._connect()
+        self._conn: Client | None = client  # connected on first use (``_client``)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisStream:
@@ -158,11 +173,18 @@ class RedisStream:
         )
 
     @property
+    def _client(self) -> Client:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    @property
     def client(self) -> Client:
         return self._client
 
     def close(self) -> None:
-        self._client.close()
+        if self._conn is not None:
+            self._conn.close()
 
     def ensure_groups(self) -> None:
         """Create the consumer group on every stream (and the stream) when missing. On a

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -25,7 +26,7 @@ import redis
 from pydantic import SecretStr
 
 from consumer import replay
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, RedisUnavailableError
 from consumer.leases import ShardRunner
 from consumer.publisher import Publisher
 from consumer.settings import Settings
@@ -244,3 +245,36 @@ def test_one_hash_tag_lets_an_unsharded_worker_run_on_a_cluster(
     finally:
         client.delete(*_names(tag).values())
         client.close()
+
+
+def test_a_cluster_setting_against_a_plain_server_or_nothing_says_which(redis_url: str) -> None:
+    """A single-node server (or database other than 0) under PAPER_REDIS_CLUSTER is a
+    configuration error; no node reachable is the usual outage, raised on first use (the
+    worker backs off and retries it) rather than when the stream object is built."""
+    plain = RedisStream(
+        redis_url, streams=["{t}.a"], group="g", consumer="c", dlq_stream="{t}.d", cluster=True
+    )
+    try:
+        with pytest.raises(ConfigError, match="cannot serve as a Redis Cluster node"):
+            plain.ping()
+    finally:
+        plain.close()
+    with pytest.raises(ConfigError, match="PAPER_REDIS_CLUSTER"):
+        connect(redis_url, cluster=True)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nowhere = RedisStream(
+        f"redis://127.0.0.1:{port}/0",
+        streams=["{t}.a"],
+        group="g",
+        consumer="c",
+        dlq_stream="{t}.d",
+        cluster=True,
+    )
+    try:
+        with pytest.raises(RedisUnavailableError, match="unreachable"):
+            nowhere.ping()
+    finally:
+        nowhere.close()

@@ -279,13 +279,12 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    import redis  # noqa: PLC0415 - keep `--help` fast
-
-    from consumer.publisher import DEFAULT_SYMBOLS, Publisher  # noqa: PLC0415
+    from consumer.publisher import DEFAULT_SYMBOLS, Publisher  # noqa: PLC0415 - fast `--help`
+    from consumer.stream import RedisError, connect  # noqa: PLC0415
 
     url = settings.redis_dsn()
     seed = _seed(args)
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    client = connect(url, cluster=settings.redis_cluster)
     try:
         publisher = Publisher(
             client,
@@ -299,7 +298,7 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         )
         with _stop_on_signals(publisher.stop):
             stats = publisher.publish(args.events, rate_per_s=args.rate)
-    except redis.RedisError as exc:
+    except RedisError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"paper-consumer: cannot publish to {redact_url(url)}: {detail}", file=sys.stderr)
         return EXIT_ERROR
@@ -412,7 +411,14 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from consumer import replay  # noqa: PLC0415 - keep `--help` fast
 
     streams = args.stream or replay.layout(settings)[0]
-    summary = replay.export(settings.redis_dsn(), streams, args.out, start=args.start, end=args.end)
+    summary = replay.export(
+        settings.redis_dsn(),
+        streams,
+        args.out,
+        start=args.start,
+        end=args.end,
+        cluster=settings.redis_cluster,
+    )
     print(summary.describe())
     return 0
 

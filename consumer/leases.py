@@ -47,7 +47,7 @@ from consumer.observer import Observer
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.store import BatchResult, Fence, LeaseStore, PostgresStore
-from consumer.stream import RedisStream
+from consumer.stream import RedisStream, check_cluster_layout
 from consumer.worker import EXIT_GRACE_EXPIRED, EXIT_OK, Worker
 
 T = TypeVar("T")
@@ -101,6 +101,7 @@ class LeasedStream(RedisStream):
             consumer=settings.consumer_name,
             dlq_stream=settings.dlq_stream,
             start_id=settings.group_start_id,
+            cluster=settings.redis_cluster,
         )
         stream.lease, stream.shard = lease, shard
         return stream
@@ -161,6 +162,7 @@ class ShardsProbe(RedisStream):
             group=settings.group,
             consumer=settings.consumer_name,
             dlq_stream=settings.dlq_stream,
+            cluster=settings.redis_cluster,
         )
         probe.dlqs = [part.dlq_stream for part in parts]
         return probe
@@ -288,6 +290,9 @@ class ShardRunner:
 
     def run(self, *, until_idle: bool = False) -> int:
         self._burst = until_idle
+        if self.settings.redis_cluster:
+            parts = [shards.shard_settings(self.settings, k) for k in range(self.count)]
+            check_cluster_layout([[*part.streams(), part.dlq_stream] for part in parts])
         self.leases.open()
         self.log.info(
             "shard_runner_started",

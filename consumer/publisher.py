@@ -33,9 +33,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal, NamedTuple
 
-import redis
-
 from consumer.shards import stream_for
+from consumer.stream import Client
 
 DEFAULT_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 PIPELINE_SIZE = 500
@@ -164,7 +163,7 @@ class Publisher:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         *,
         orders_stream: str,
         fills_stream: str,

@@ -115,9 +115,11 @@ def redis_entries(
     start: str = "-",
     end: str = "+",
     page_size: int = stream.RANGE_PAGE_SIZE,
+    cluster: bool = False,
 ) -> Iterator[RawEntry]:
-    """Entries of ``streams`` in ``[start, end]`` from Redis, merged in the worker's order."""
-    client = stream.connect(url)
+    """Entries of ``streams`` in ``[start, end]`` from Redis (a Redis Cluster when
+    ``cluster``), merged in the worker's order."""
+    client = stream.connect(url, cluster=cluster)
     try:
         yield from _merged(
             streams,
@@ -130,8 +132,8 @@ def redis_entries(
         client.close()
 
 
-def redis_total(url: str, streams: Sequence[str]) -> int:
-    client = stream.connect(url)
+def redis_total(url: str, streams: Sequence[str], *, cluster: bool = False) -> int:
+    client = stream.connect(url, cluster=cluster)
     try:
         return sum(stream.stream_length(client, url, name) for name in streams)
     finally:
@@ -260,6 +262,7 @@ def export(
     start: str = "-",
     end: str = "+",
     page_size: int = stream.RANGE_PAGE_SIZE,
+    cluster: bool = False,
 ) -> ExportSummary:
     """Write ``streams``' entries in ``[start, end]`` to ``out`` (JSON Lines, gzip for ``.gz``),
     merged in (id, given stream order), one page per stream in memory at a time. The file
@@ -282,7 +285,9 @@ def export(
             else:
                 handle = io.TextIOWrapper(raw, encoding="utf-8")
             with handle:
-                for entry in redis_entries(url, streams, start=start, end=end, page_size=page_size):
+                for entry in redis_entries(
+                    url, streams, start=start, end=end, page_size=page_size, cluster=cluster
+                ):
                     record = {"stream": entry.key.stream, "id": entry.key.entry_id}
                     handle.write(
                         json.dumps(
@@ -448,8 +453,10 @@ def open_source(
     if spec.kind == "redis":
         url = settings.redis_dsn()
         full = spec.start == "-" and spec.end == "+"
-        total = redis_total(url, streams) if full else None
-        return redis_entries(url, streams, start=spec.start, end=spec.end), total
+        cluster = settings.redis_cluster
+        total = redis_total(url, streams, cluster=cluster) if full else None
+        entries = redis_entries(url, streams, start=spec.start, end=spec.end, cluster=cluster)
+        return entries, total
     if spec.kind == "file":
         if spec.path is None:
             raise ReplaySourceError("--source file needs --file PATH (an archive from `export`)")

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     redis_db: int = Field(default=0, validation_alias="REDIS_DB")
     redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
     redis_password_file: str | None = Field(default=None, validation_alias="REDIS_PASSWORD_FILE")
+    # A Redis Cluster: the URL names one node (database 0), redis-py finds the others. Needs
+    # PAPER_SHARDS >= 1 (or hash-tagged stream names): see docs/scaling.md.
+    redis_cluster: bool = False
 
     # --- Streams ----------------------------------------------------------------------------
     orders_stream: str = "stream.orders"

@@ -50,6 +50,7 @@ def gather_shards(settings: Settings) -> list[dict[str, Any]]:
         group=settings.group,
         consumer=settings.consumer_name,
         dlq_stream=settings.dlq_stream,
+        cluster=settings.redis_cluster,
     )
     try:
         states = {s["stream"]: s for s in stream.group_state()}

@@ -12,22 +12,31 @@ hash, Redis 6.2 nil, XAUTOCLAIM lists their ids apart: all become ``RawEntry`` w
 
 Connection problems leave this module as ``RedisUnavailableError``; everything else that Redis
 refuses is a bug or a misconfiguration and propagates.
+
+Redis Cluster (``PAPER_REDIS_CLUSTER``): every client built here is then a ``RedisCluster``
+(the URL is a startup node; redis-py discovers the others and follows MOVED/ASK). A command
+over several keys must stay in one hash slot: the worker's XREADGROUP over its streams and
+its MULTI (XADD to the dead-letter stream + XACK). ``check_cluster_layout`` refuses, before
+anything is read, a layout where a worker's streams and dead-letter stream span slots — the
+unsharded default names do; sharded keys (``<name>.{k}``) or one hash tag do not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from consumer.errors import RedisUnavailableError
+from consumer.errors import ConfigError, RedisUnavailableError
 from consumer.records import EntryKey, RawEntry
 from consumer.settings import Settings, redact_url
 
@@ -35,6 +44,54 @@ DEAD_LETTER_META = ("source_stream", "source_id", "error", "deliveries")
 """Fields the worker adds to a dead-letter entry; original fields that collide get ``orig.``."""
 
 ERROR_FIELD_MAX = 2000
+
+Client: TypeAlias = "redis.Redis | RedisCluster"
+"""A single-node client or a cluster client: the commands used here exist on both."""
+
+RedisError = redis.RedisError
+"""What redis-py raises (for callers that must not import redis themselves)."""
+
+
+def make_client(url: str, *, cluster: bool = False, **options: Any) -> Client:
+    """A client for ``url``: ``RedisCluster`` (``url`` is a startup node; its database must be
+    0) when ``cluster``, else ``redis.Redis``. ``options`` go to ``from_url``.
+
+    A single-node client connects on first use; a cluster client at once (it reads the slot
+    map): no node reachable is ``RedisUnavailableError``, a server that is no cluster or a
+    database other than 0 is ``ConfigError``."""
+    if not cluster:
+        return redis.Redis.from_url(url, **options)
+    try:
+        return RedisCluster.from_url(url, **options)
+    except RedisClusterException as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "cannot be connected" in detail and "not enabled" not in detail:
+            raise RedisUnavailableError(
+                f"Redis Cluster at {redact_url(url)} is unreachable: {detail}"
+            ) from exc
+        raise ConfigError(
+            f"PAPER_REDIS_CLUSTER is set but {redact_url(url)} cannot serve as a Redis Cluster "
+            f"node: {detail}"
+        ) from exc
+
+
+def slot_of(key: str) -> int:
+    """The Redis Cluster hash slot of ``key`` (its ``{hash tag}`` when it has one)."""
+    return int(key_slot(key.encode("utf-8")))
+
+
+def check_cluster_layout(groups: Sequence[Sequence[str]]) -> None:
+    """Refuse (``ConfigError``) when the keys one worker uses together — its streams and its
+    dead-letter stream, one group per shard — do not all hash to one cluster slot."""
+    for keys in groups:
+        slots = {key: slot_of(key) for key in keys}
+        if len(set(slots.values())) > 1:
+            where = ", ".join(f"{key} (slot {slot})" for key, slot in slots.items())
+            raise ConfigError(
+                "Redis Cluster (PAPER_REDIS_CLUSTER): a worker's streams and dead-letter stream "
+                f"must share one hash slot, but {where} do not; set PAPER_SHARDS>=1 (keys "
+                "<name>.{k}) or give every stream name one hash tag, e.g. {paper}.orders"
+            )
 
 
 @contextmanager
@@ -76,7 +133,8 @@ class RedisStream:
         dlq_stream: str,
         start_id: str = "0",
         socket_timeout_s: float = 10.0,
-        client: redis.Redis | None = None,
+        client: Client | None = None,
+        cluster: bool = False,
     ) -> None:
         self._url = url
         self.streams = list(streams)
@@ -85,7 +143,8 @@ class RedisStream:
         self.dlq_stream = dlq_stream
         self._start_id = start_id
         self._socket_timeout_s = socket_timeout_s
-        self._client = client if client is not None else self._connect()
+        self.cluster = cluster
+        self._conn: Client | None = client  # connected on first use (``_client``)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisStream:
@@ -97,12 +156,14 @@ class RedisStream:
             consumer=settings.consumer_name,
             dlq_stream=settings.dlq_stream,
             start_id=settings.group_start_id,
+            cluster=settings.redis_cluster,
             **kwargs,
         )
 
-    def _connect(self) -> redis.Redis:
-        return redis.Redis.from_url(
+    def _connect(self) -> Client:
+        return make_client(
             self._url,
+            cluster=self.cluster,
             socket_timeout=self._socket_timeout_s,
             socket_connect_timeout=5,
             health_check_interval=30,
@@ -112,14 +173,24 @@ class RedisStream:
         )
 
     @property
-    def client(self) -> redis.Redis:
+    def _client(self) -> Client:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    @property
+    def client(self) -> Client:
         return self._client
 
     def close(self) -> None:
-        self._client.close()
+        if self._conn is not None:
+            self._conn.close()
 
     def ensure_groups(self) -> None:
-        """Create the consumer group on every stream (and the stream) when missing."""
+        """Create the consumer group on every stream (and the stream) when missing. On a
+        cluster, first refuse streams that one XREADGROUP/MULTI could not address together."""
+        if self.cluster:
+            check_cluster_layout([[*self.streams, self.dlq_stream]])
         with _translated(self._url):
             for stream in self.streams:
                 try:
@@ -425,13 +496,15 @@ RANGE_PAGE_SIZE = 10_000
 """Entries per XRANGE call: memory stays constant whatever the length of the range."""
 
 
-def connect(url: str, *, socket_timeout_s: float = 30.0) -> redis.Redis:
-    """A plain client for range reads (no group, nothing written)."""
-    return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=5)
+def connect(url: str, *, cluster: bool = False, socket_timeout_s: float = 30.0) -> Client:
+    """A plain client for range reads and the publisher (no group)."""
+    return make_client(
+        url, cluster=cluster, socket_timeout=socket_timeout_s, socket_connect_timeout=5
+    )
 
 
 def read_range(
-    client: redis.Redis,
+    client: Client,
     url: str,
     stream: str,
     *,
@@ -456,6 +529,6 @@ def read_range(
         lower = f"({entries[-1].key.entry_id}" if entries else f"({_text(page[-1][0])}"
 
 
-def stream_length(client: redis.Redis, url: str, stream: str) -> int:
+def stream_length(client: Client, url: str, stream: str) -> int:
     with _translated(url):
         return int(client.xlen(stream))

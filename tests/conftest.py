@@ -28,6 +28,7 @@ from psycopg.conninfo import make_conninfo
 
 from consumer import embedded
 from consumer.settings import Settings
+from tests.support.cluster import redis_cluster  # noqa: F401 - a fixture (three-master cluster)
 
 RUN_ID = uuid.uuid4().hex[:8]
 

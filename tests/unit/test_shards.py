@@ -10,7 +10,7 @@ import zlib
 import pytest
 from redis.crc import key_slot
 
-from consumer.errors import LeaseLostError
+from consumer.errors import ConfigError, LeaseLostError
 from consumer.leases import LocalLease, heartbeat_interval_s, read_guard_s
 from consumer.settings import Settings
 from consumer.shards import (
@@ -24,6 +24,7 @@ from consumer.shards import (
     shard_settings,
     stream_for,
 )
+from consumer.stream import check_cluster_layout, slot_of
 
 # docs/scaling.md "Shard function": CRC-32 (IEEE) of the upper-cased UTF-8 symbol, then mod N.
 VECTORS = [
@@ -66,6 +67,26 @@ def test_a_shards_keys_share_one_cluster_slot_and_the_names_follow_the_settings(
         assert {key_slot(k.encode()) for k in keys} == {key_slot(str(shard).encode())}
     assert len(all_shard_streams(settings)) == 8 * 4
     assert shard_key("stream.fills", 3) == "stream.fills.{3}"
+
+
+def test_the_cluster_layout_check_accepts_shards_and_one_tag_and_refuses_default_names():
+    sharded = Settings(shards=8, results_stream="stream.order_results")
+    parts = [shard_settings(sharded, k) for k in range(8)]
+    check_cluster_layout([[*p.streams(), p.dlq_stream] for p in parts])  # no error
+    tagged = ["{paper}.orders", "{paper}.fills", "{paper}.market_data", "{paper}.dlq"]
+    check_cluster_layout([tagged])
+    plain = Settings()
+    assert slot_of("stream.orders") != slot_of("stream.fills")
+    with pytest.raises(ConfigError, match=r"stream\.orders \(slot \d+\).*PAPER_SHARDS>=1"):
+        check_cluster_layout([[*plain.streams(), plain.dlq_stream]])
+    with pytest.raises(ConfigError, match="hash slot"):
+        check_cluster_layout([["{a}.orders", "{a}.fills", "{b}.dlq"]])
+
+
+def test_the_cluster_setting_is_read_from_the_environment(monkeypatch):
+    assert Settings().redis_cluster is False
+    monkeypatch.setenv("PAPER_REDIS_CLUSTER", "true")
+    assert Settings().redis_cluster is True
 
 
 def test_marks_disabled_stay_disabled_in_a_shard():

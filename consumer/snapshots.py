@@ -108,3 +108,76 @@ def idle_plan(clock: datetime | None, now: datetime) -> tuple[list[Boundary], da
     if not boundaries:
         return [], clock
     return boundaries, boundaries[-1][0]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Symbol ``symbol``'s state *before* a crossing event, for boundaries in (after, until]."""
+
+    symbol: str
+    after: datetime
+    until: datetime
+
+
+@dataclass
+class SymbolSegment(Generic[T]):
+    """Parts to write of the state as it stands, then items to apply."""
+
+    parts_before: list[Part] = field(default_factory=list)
+    items: list[T] = field(default_factory=list)
+
+
+@dataclass
+class SymbolPlan(Generic[T]):
+    """How to write one batch with per-symbol clocks (``plan_by_symbol``)."""
+
+    segments: list[SymbolSegment[T]]
+    clocks: dict[str, datetime]
+    boundaries: list[Boundary]
+    changed_after: datetime | None
+
+
+def plan_by_symbol(
+    times: Sequence[tuple[T, str | None, datetime]], clocks: dict[str, datetime]
+) -> SymbolPlan[T]:
+    """Cut ``times`` (items with their symbol and event time, in stream order) where an event
+    crosses boundaries by its symbol's clock ``clocks[symbol]`` (absent: no event yet).
+
+    A crossing event of ``s`` needs a part: the state of ``s`` before it. The batch is cut there
+    only if the current segment already holds an item of ``s``; otherwise the part is written
+    before the current segment (the other symbols' items do not touch ``s``). Returns the
+    segments, the symbols' new clocks (only those touched), the boundaries crossed (rows to
+    create, sorted) and ``changed_after``: a snapshot row at B can change value only if
+    B > changed_after. (An event of ``s`` changes ``state_s(B)`` exactly for B > the clock of
+    ``s`` after it — for B at or below it, the part written at the crossing holds the state
+    before — and the clock after the first event of ``s`` in the batch is the smallest.)
+    Items without a symbol cross nothing."""
+    clocks = dict(clocks)
+    before = dict(clocks)
+    segments: list[SymbolSegment[T]] = [SymbolSegment()]
+    in_segment: set[str] = set()
+    boundaries: set[Boundary] = set()
+    first_after: dict[str, datetime] = {}
+    for item, symbol, moment in times:
+        if symbol is not None:
+            clock = clocks.get(symbol)
+            crossings = crossed(clock, moment)
+            if crossings and clock is not None:
+                if symbol in in_segment:
+                    segments.append(SymbolSegment())
+                    in_segment = set()
+                segments[-1].parts_before.append(Part(symbol, clock, moment))
+                boundaries.update(crossings)
+            if clock is None or moment > clock:
+                clocks[symbol] = moment
+            first_after.setdefault(symbol, clocks[symbol])
+            in_segment.add(symbol)
+        segments[-1].items.append(item)
+    touched = {s: clocks[s] for s in first_after if before.get(s) != clocks[s] or s not in before}
+    changed_after = min(first_after.values()) if first_after else None
+    return SymbolPlan(
+        segments=segments,
+        clocks=touched,
+        boundaries=sorted(boundaries, key=lambda b: (b[0], b[1] == "DAILY")),
+        changed_after=changed_after,
+    )

@@ -43,7 +43,7 @@ def test_status_lists_applied_and_pending(empty_db_url):
     migrations.upgrade(empty_db_url, to=1)
     current = migrations.status(empty_db_url)
     assert [a.version for a in current.applied] == [1]
-    assert [m.version for m in current.pending] == [2, 3, 4, 5, 6]
+    assert [m.version for m in current.pending] == [2, 3, 4, 5, 6, 7]
     with pytest.raises(SchemaNotReadyError, match=r"002_core_tables\.sql"):
         migrations.verify(empty_db_url)
 
@@ -53,7 +53,7 @@ def test_down_to_zero_leaves_nothing_and_up_works_again(empty_db_url):
     migrations.upgrade(empty_db_url)
     assert len(_public_objects(empty_db_url)) > 20
     rolled = migrations.downgrade(empty_db_url, to=0)
-    assert [m.version for m in rolled] == [6, 5, 4, 3, 2, 1]
+    assert [m.version for m in rolled] == [7, 6, 5, 4, 3, 2, 1]
     assert _public_objects(empty_db_url) == before
     migrations.upgrade(empty_db_url)
     migrations.verify(empty_db_url)
@@ -109,8 +109,8 @@ def test_concurrent_upgrades_apply_each_migration_once(empty_db_url):
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sorted(results, key=len) == [[], [], [], [1, 2, 3, 4, 5, 6]]
-    assert [v for v, _ in _ledger(empty_db_url)] == [1, 2, 3, 4, 5, 6]
+    assert sorted(results, key=len) == [[], [], [], [1, 2, 3, 4, 5, 6, 7]]
+    assert [v for v, _ in _ledger(empty_db_url)] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_unreachable_database_gives_a_clear_error_without_password():

@@ -95,7 +95,8 @@ SNAPSHOT_QUERIES = {
     "max_quantity, entry_avg_price, exit_avg_price, realized_pnl_usdt, fees_usdt, fills, "
     "close_reason FROM paper_round_trips ORDER BY closing_fill_id",
     "fill_pnl": "SELECT * FROM paper_fill_pnl ORDER BY fill_id",
-    "clock": "SELECT event_time FROM paper_pnl_clock",
+    "clock": "SELECT nullif(greatest((SELECT event_time FROM paper_pnl_clock), "
+    "(SELECT max(event_time) FROM paper_symbol_clocks)), '-infinity') AS event_time",
     "stats": "SELECT stat_date, total_orders, filled_orders, partial_fills, rejected_orders, "
     "cancelled_orders, fill_rate, avg_slippage_pct, avg_fee_pct, avg_latency_ms, "
     "total_volume_usdt, total_fees_usdt, daily_pnl_usdt, cumulative_pnl_usdt "

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer import store
-from consumer.events import FillEvent
+from consumer.events import FillEvent, MarkEvent
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from tests.support import snapshot_reference as ref
 from tests.support.pipeline import SNAPSHOT_QUERIES, rows
@@ -34,21 +34,32 @@ FILL = st.tuples(
     st.sampled_from([D(0), D("0.01"), D("0.33333333")]),
 )
 SEQUENCES = st.fixed_dictionaries({s: st.lists(FILL, max_size=8) for s in SYMBOLS})
+# Marks between the fills: (index of the fill they follow, minutes after START, price).
+MARKS = st.fixed_dictionaries(
+    {s: st.lists(st.tuples(st.integers(0, 8), st.integers(0, 3600), st.integers(9000, 11000)),
+                 max_size=4) for s in SYMBOLS}
+)  # fmt: skip
 # An interleaving: which symbol's next event comes next (drawn as keys to sort by), and batch cuts.
 ORDER = st.tuples(st.lists(st.integers(0, 10**6), min_size=30, max_size=30),
                   st.lists(st.integers(1, 7), min_size=1, max_size=30))  # fmt: skip
 
 
-def _entries(sequences) -> dict[str, list[ParsedEntry]]:
+def _entries(sequences, marks) -> dict[str, list[ParsedEntry]]:
     out: dict[str, list[ParsedEntry]] = {}
     for symbol, fills in sequences.items():
         out[symbol] = []
+        for n, (_, minutes, price) in enumerate(marks[symbol]):
+            event = MarkEvent(symbol=symbol, price=D(price) / 100,
+                              timestamp=START + timedelta(minutes=minutes))  # fmt: skip
+            raw = RawEntry(EntryKey(f"marks.{symbol}", f"{n + 1}-0"), {"symbol": symbol})
+            out[symbol].append(ParsedEntry(raw, event))
         for k, (minutes, side, qty, price, fee) in enumerate(fills):
             event = FillEvent(fill_id=f"{symbol}-{k}", order_id=f"o-{symbol}-{k}", symbol=symbol,
                               side=side, quantity=qty, price=price, fees_usdt=fee,
                               timestamp=START + timedelta(minutes=minutes))  # fmt: skip
             raw = RawEntry(EntryKey(f"fills.{symbol}", f"{k + 1}-0"), {"fill_id": event.fill_id})
-            out[symbol].append(ParsedEntry(raw, event))
+            mark_count = sum(1 for after, _, _ in marks[symbol] if after <= k)
+            out[symbol].insert(k + mark_count, ParsedEntry(raw, event))
     return out
 
 
@@ -101,13 +112,15 @@ def _as_reference(dsn: str) -> dict[tuple[datetime, str], ref.RefSnapshot]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(sequences=SEQUENCES, orders=st.lists(ORDER, min_size=2, max_size=3))
-def test_snapshots_are_the_same_for_every_interleaving(sequences, orders, make_database):
+@given(sequences=SEQUENCES, marks=MARKS, orders=st.lists(ORDER, min_size=2, max_size=3))
+def test_snapshots_are_the_same_for_every_interleaving(sequences, marks, orders, make_database):
     dsn = make_database()
-    per_symbol = _entries(sequences)
+    per_symbol = _entries(sequences, marks)
     expected = ref.all_snapshots({
-        s: [ref.RefFillAt(START + timedelta(minutes=m), q, p, f) for m, _, q, p, f in fills]
-        for s, fills in sequences.items()
+        s: [ref.RefFillAt(e.event.timestamp, e.event.quantity, e.event.price, e.event.fees_usdt)
+            if isinstance(e.event, FillEvent) else ref.RefMarkAt(e.event.timestamp)
+            for e in entries]
+        for s, entries in per_symbol.items()
     })  # fmt: skip
     first = None
     for keys, cuts in orders:

@@ -10,8 +10,9 @@ Written from the definition (docs/scaling.md "P&L snapshots"), not from consumer
 A row (B, HOURLY) exists when an event of some symbol s with an earlier event crosses B by the
 clock of s (the newest time among the earlier events of s is < B <= the event's time); DAILY
 too when B is a midnight. The state modelled here is what fills alone determine exactly:
-traded volume, fees and the symbols present. It only takes each symbol's own sequence, so any
-interleaving of the symbols gives the same answer by construction. No caps: keep jumps < 7 days.
+traded volume, fees and the symbols present (marks move clocks only). It only takes each
+symbol's own sequence, so any interleaving of the symbols gives the same answer by
+construction. No caps: keep jumps < 7 days.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ class RefFillAt:
 
 
 @dataclass(frozen=True)
+class RefMarkAt:
+    """A mark: it moves the symbol's clock; its effect on unrealized P&L is not modelled here."""
+
+    time: datetime
+
+
+Event = RefFillAt | RefMarkAt
+
+
+@dataclass(frozen=True)
 class RefSnapshot:
     volume: Decimal
     fees: Decimal
@@ -49,7 +60,7 @@ def _hours_in(after: datetime, until: datetime) -> list[datetime]:
     return out
 
 
-def rows(events: Mapping[str, Sequence[RefFillAt]]) -> set[tuple[datetime, str]]:
+def rows(events: Mapping[str, Sequence[Event]]) -> set[tuple[datetime, str]]:
     out: set[tuple[datetime, str]] = set()
     for fills in events.values():
         clock: datetime | None = None
@@ -63,20 +74,23 @@ def rows(events: Mapping[str, Sequence[RefFillAt]]) -> set[tuple[datetime, str]]
     return out
 
 
-def snapshot(events: Mapping[str, Sequence[RefFillAt]], boundary: datetime) -> RefSnapshot:
+def snapshot(events: Mapping[str, Sequence[Event]], boundary: datetime) -> RefSnapshot:
     volume, fees, per_symbol = Decimal(0), Decimal(0), {}
     for symbol, fills in events.items():
         cut = next((k for k, f in enumerate(fills) if f.time >= boundary), len(fills))
         if cut == 0:
             continue
-        v = sum((f.quantity * f.price for f in fills[:cut]), Decimal(0))
+        done = [f for f in fills[:cut] if isinstance(f, RefFillAt)]
+        if not done:  # marks alone make no position
+            continue
+        v = sum((f.quantity * f.price for f in done), Decimal(0))
         volume += v
-        fees += sum((f.fee for f in fills[:cut]), Decimal(0))
+        fees += sum((f.fee for f in done), Decimal(0))
         per_symbol[symbol] = v
     return RefSnapshot(volume, fees, per_symbol)
 
 
 def all_snapshots(
-    events: Mapping[str, Sequence[RefFillAt]],
+    events: Mapping[str, Sequence[Event]],
 ) -> dict[tuple[datetime, str], RefSnapshot]:
     return {row: snapshot(events, row[0]) for row in rows(events)}

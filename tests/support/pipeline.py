@@ -129,3 +129,19 @@ def crash_read(client: redis.Redis, settings: Settings, count: int) -> None:
     client.xreadgroup(
         settings.group, settings.consumer_name, dict.fromkeys(streams, ">"), count=count
     )
+
+
+def without_mark_terms(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (from ``snapshot``) with the snapshots' mark-dependent terms left out: total and
+    unrealized P&L, equity, and ``symbol_pnl``'s pnl/unrealized. What fills determine stays
+    (realized, trade counts, volume, fees, the symbols present). See docs/scaling.md "P&L
+    snapshots" for why the sharded chaos comparison uses this."""
+    dropped = ("total_pnl_usdt", "unrealized_pnl_usdt", "equity_usdt")
+    out = dict(state)
+    out["snapshots"] = [
+        {k: v for k, v in row.items() if k not in dropped}
+        | {"symbol_pnl": {s: {k: v for k, v in body.items() if k not in ("pnl", "unrealized")}
+                          for s, body in (row["symbol_pnl"] or {}).items()}}
+        for row in state["snapshots"]
+    ]  # fmt: skip
+    return out

@@ -1,15 +1,19 @@
 """When to take P&L snapshots: hourly and daily boundaries crossed in *event time*. Pure.
 
-The store keeps one clock, the newest event time it has processed (``paper_pnl_clock``). An
-event whose time lies past one or more UTC hour boundaries (and midnights) crosses them: the
-snapshots for those boundaries are taken from the state *before* that event is applied. So a
-batch is cut into segments at its crossing points, and because crossings depend only on the
-sequence of event times, live consumption and a replay of the same stream — whatever their
-batch boundaries — take the same snapshots of the same states. When the streams are idle, the
-wall clock crosses boundaries instead (``Store.tick``), and the clock then rests *on* the last
-boundary, so a late event stamped just before it does not cross it again.
+Each symbol has its own event clock, the newest event time of that symbol
+(``paper_symbol_clocks``, migration 007). An event whose time lies past one or more UTC hour
+boundaries (and midnights) by its symbol's clock crosses them: the rows for those boundaries
+exist from then on, and that symbol counts in them with its state *before* that event (a
+"part"). A row's value is the sum over symbols of: the part whose range holds the boundary, else
+the symbol's current state if its clock is before the boundary, else nothing (its first event
+was at or after it). A symbol's events all go to one shard in stream order, so the rows are the
+same whatever the shard count, batch cuts, worker timing or crash points; the store recomputes
+the rows a batch may have changed (``plan_by_symbol``'s ``changed_after``; docs/scaling.md "P&L
+snapshots" has the definition and the concurrency argument). When the streams are idle, the
+wall clock crosses boundaries instead (``Store.tick``), following the newest event time of any
+symbol, and rests *on* the last boundary.
 
-A jump over a long gap (a weekend) takes every hourly snapshot in between, up to
+A jump over a long gap (a weekend) makes every hourly row in between, up to
 ``MAX_HOURLY_PER_JUMP`` (and ``MAX_DAILY_PER_JUMP``): a timestamp far in the future must not
 turn into millions of rows. Only the most recent boundaries of such a jump are kept.
 """
@@ -63,33 +67,6 @@ def crossed(clock: datetime | None, moment: datetime) -> list[Boundary]:
     out.extend((d, "DAILY") for d in sorted(keep_daily))
     out.sort(key=lambda b: (b[0], b[1] == "DAILY"))
     return out
-
-
-@dataclass
-class Segment(Generic[T]):
-    """Items to apply, then the snapshots to take of the state they leave."""
-
-    items: list[T] = field(default_factory=list)
-    snapshots_after: list[Boundary] = field(default_factory=list)
-
-
-def plan(
-    times: Sequence[tuple[T, datetime]], clock: datetime | None
-) -> tuple[list[Segment[T]], datetime | None]:
-    """Cut ``times`` (items with their event times, in stream order) at crossing points.
-
-    Returns the segments and the new clock (the newest event time seen, or the old clock).
-    """
-    segments: list[Segment[T]] = [Segment()]
-    for item, moment in times:
-        boundaries = crossed(clock, moment)
-        if boundaries:
-            segments[-1].snapshots_after.extend(boundaries)
-            segments.append(Segment())
-        segments[-1].items.append(item)
-        if clock is None or moment > clock:
-            clock = moment
-    return segments, clock
 
 
 IDLE_TRACKING_WINDOW = timedelta(hours=2)

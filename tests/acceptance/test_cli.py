@@ -120,9 +120,9 @@ def test_migrate_up_status_verify_down(empty_db_url):
 
     down = cli("migrate", "down", "--to", "0", env=env)
     assert down.returncode == 0, down.stderr
-    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 6
+    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 7
     after = cli("migrate", "status", env=env)
-    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 6
+    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 7
     assert cli("migrate", "verify", env=env).returncode == 1
 
 

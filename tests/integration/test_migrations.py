@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import psycopg
 import pytest
 
-from consumer import migrations
+from consumer import migrations, store
 from consumer.errors import MigrationChangedError, MigrationError, SchemaNotReadyError
+from consumer.events import FillEvent
+from consumer.records import EntryKey, ParsedEntry, RawEntry
 
 
 def _ledger(dsn: str) -> list[tuple[int, str]]:
@@ -124,3 +128,40 @@ def test_every_migration_has_a_framed_rollback():
     for migration in migrations.load_migrations():
         assert migrations.strip_transaction_frame(migration.up_sql, migration.filename)
         assert migrations.strip_transaction_frame(migration.down_sql, migration.filename)
+
+
+def test_007_back_fills_symbol_clocks_and_never_recomputes_old_rows(empty_db_url):
+    migrations.upgrade(empty_db_url, to=6)
+    clock = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO paper_positions (symbol, quantity, avg_entry_price, cost_basis_usdt, "
+            "market_value_usdt, opened_at) VALUES ('AAAUSDT', 0, 100, 0, 0, now())"
+        )
+        conn.execute("INSERT INTO paper_pnl_clock (clock_id, event_time) VALUES (1, %s)", [clock])
+        conn.execute(
+            "INSERT INTO paper_pnl_snapshots (snapshot_time, snapshot_type, total_pnl_usdt, "
+            "realized_pnl_usdt, unrealized_pnl_usdt) VALUES ('2026-11-20 10:00+00', 'HOURLY', "
+            "7, 7, 0)"
+        )
+    migrations.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT symbol, event_time FROM paper_symbol_clocks").fetchall() == [
+            ("AAAUSDT", clock)
+        ]
+        assert conn.execute("SELECT parts_since FROM paper_pnl_clock").fetchone() == (clock,)
+    # A new symbol's first event at 09:05 changes every row after 09:05 — but 10:00 is final.
+    event = FillEvent(fill_id="f1", order_id="o1", symbol="BBBUSDT", side="BUY",
+                      quantity=Decimal(1), price=Decimal(100),
+                      timestamp=datetime(2026, 11, 20, 9, 5, tzinfo=UTC))  # fmt: skip
+    target = store.PostgresStore(empty_db_url, group="g")
+    target.open()
+    try:
+        target.write_batch([ParsedEntry(RawEntry(EntryKey("fills", "1-0"), {}), event)])
+    finally:
+        target.close()
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT total_pnl_usdt FROM paper_pnl_snapshots").fetchall() == [(7,)]
+    migrations.downgrade(empty_db_url, to=6)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT event_time FROM paper_pnl_clock").fetchone() == (clock,)

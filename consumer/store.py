@@ -1980,6 +1980,35 @@ WHERE o.created_at < %(cutoff)s
   AND NOT EXISTS (SELECT 1 FROM paper_fills AS f WHERE f.order_id = o.order_id)
 """
 
+# Snapshot parts (007) no row can need any more: a row B is created or recomputed only while
+# some symbol's clock is below B, and clocks only grow, so rows at or before the smallest symbol
+# clock are final (a symbol first seen later, with older events, no longer changes them). Prune
+# makes that explicit: it raises parts_since to the horizon (least of cutoff and smallest clock;
+# this also locks the clock row, like a batch that creates rows) and deletes the parts ending
+# at or before it. Conservative under concurrent batches: clocks only grow.
+_PARTS_HORIZON = """
+SELECT least(%(cutoff)s::timestamptz, (SELECT min(event_time) FROM paper_symbol_clocks)) AS h
+"""
+COUNT_PRUNABLE_PARTS = (
+    "SELECT count(*) AS n FROM paper_pnl_snapshot_parts WHERE until_time <= ("
+    + _PARTS_HORIZON
+    + ")"
+)
+PRUNE_SNAPSHOT_PARTS = (
+    """
+WITH horizon AS ("""
+    + _PARTS_HORIZON
+    + """),
+frozen AS (
+    UPDATE paper_pnl_clock c SET parts_since = horizon.h FROM horizon
+    WHERE c.clock_id = 1 AND (c.parts_since IS NULL OR c.parts_since < horizon.h)
+    RETURNING 1)
+DELETE FROM paper_pnl_snapshot_parts WHERE ctid IN (
+    SELECT p.ctid FROM paper_pnl_snapshot_parts p, horizon
+    WHERE p.until_time <= horizon.h LIMIT %(limit)s)
+"""
+)
+
 COUNT_PRUNABLE_SNAPSHOTS = "SELECT count(*) AS n" + _PRUNABLE_SNAPSHOTS
 COUNT_PRUNABLE_ORDERS = "SELECT count(*) AS n" + _PRUNABLE_ORDERS
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from consumer import store
+from consumer import retention, store
 from consumer.events import FillEvent
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from tests.support.pipeline import rows
@@ -98,3 +98,27 @@ def test_two_batches_refreshing_one_row_both_count(db_url):
     assert not thread.is_alive()
     (row,) = rows(db_url, "SELECT total_volume_usdt FROM paper_pnl_snapshots")
     assert row["total_volume_usdt"] == 500  # AAA 200, BBB 200, CCC 100 (before 11:05)
+
+
+def test_prune_drops_only_parts_no_row_can_need(db_url):
+    write(db_url, [fill(1, "AAAUSDT", "10:30"), fill(2, "BBBUSDT", "10:00"),
+                   fill(3, "AAAUSDT", "11:10"), fill(4, "AAAUSDT", "12:10"),
+                   fill(5, "BBBUSDT", "13:05")])  # fmt: skip
+    parts = "SELECT symbol, until_time FROM paper_pnl_snapshot_parts ORDER BY 1, 2"
+    assert [(r["symbol"], r["until_time"]) for r in rows(db_url, parts)] == [
+        ("AAAUSDT", at("11:10")), ("AAAUSDT", at("12:10")), ("BBBUSDT", at("13:05")),
+    ]  # fmt: skip
+    done = retention.prune(db_url, at("12:30"))
+    assert done.rows["hourly_snapshots"] == 2  # 11:00, 12:00
+    # Horizon: least(cutoff, smallest symbol clock) = AAA's 12:10. BBB's part (10:00, 13:05]
+    # ends after it: kept (the row 13:00 may still be recomputed).
+    assert done.rows["snapshot_parts"] == 2
+    assert [(r["symbol"], r["until_time"]) for r in rows(db_url, parts)] == [
+        ("BBBUSDT", at("13:05"))
+    ]
+    assert rows(db_url, "SELECT parts_since FROM paper_pnl_clock") == [{"parts_since": at("12:10")}]
+    # A late AAA event (11:30) changes the row 13:00 (AAA's clock 12:10 < 13:00), which still
+    # finds BBB's part: AAA 4 x 100 + BBB before 13:05 (100).
+    write(db_url, [fill(6, "AAAUSDT", "11:30")])
+    volume = "SELECT snapshot_time, total_volume_usdt FROM paper_pnl_snapshots"
+    assert rows(db_url, volume) == [{"snapshot_time": at("13:00"), "total_volume_usdt": 500}]

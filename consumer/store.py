@@ -1001,7 +1001,10 @@ class PostgresStore:
     def tick(self, now: datetime) -> int:
         """Streams idle: take the snapshots whose boundaries the wall clock ``now`` crossed."""
         with self._transaction() as conn:
-            row = _lock_clock(conn, SELECT_CLOCK_FOR_UPDATE)
+            # No clock row: no batch has run yet (the first one creates it), nothing to take.
+            row = conn.execute(SELECT_CLOCK_FOR_UPDATE).fetchone()
+            if row is None:
+                return 0
             clock = conn.execute(SELECT_EVENT_CLOCK).fetchone()
             boundaries, rest = snapshots.idle_plan(clock["event_time"] if clock else None, now)
             if not boundaries:

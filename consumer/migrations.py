@@ -52,6 +52,8 @@ EXPECTED_TABLES = (
     "paper_stats_sums",
     "paper_shard_leases",
     "paper_shard_members",
+    "paper_symbol_clocks",
+    "paper_pnl_snapshot_parts",
 )
 EXPECTED_VIEWS = ("v_paper_recent_orders", "v_paper_active_positions", "v_paper_daily_summary")
 EXPECTED_FUNCTIONS = ("get_paper_total_pnl", "get_paper_fill_rate")

@@ -27,7 +27,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -174,7 +174,14 @@ class Publisher:
         start: datetime | None = None,
         run_id: str | None = None,
         shards: int = 0,
+        time_step_ms: tuple[int, int] = (5, 250),
+        symbol_lag: Mapping[str, timedelta] | None = None,
     ) -> None:
+        """``time_step_ms`` (with ``start``): the simulated clock advances by a random number of
+        milliseconds in that range per event. ``symbol_lag``: each symbol's events are stamped
+        that much behind the simulated clock, so times are not monotone across symbols (as
+        several exchanges' feeds or a lagging source would be); each symbol's own stay monotone.
+        """
         if not symbols:
             raise ValueError("symbols: give at least one symbol")
         bad = [s for s in symbols if not _SYMBOL.fullmatch(s)]
@@ -192,6 +199,8 @@ class Publisher:
         self.malformed_ratio = malformed_ratio
         self._rng = random.Random(seed)  # noqa: S311 - a reproducible simulation, not crypto
         self._clock = start.astimezone(UTC) if start is not None else None
+        self._time_step_ms = time_step_ms
+        self._symbol_lag = dict(symbol_lag or {})
         stamp = (self._clock or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%f")[:-3]
         self.run_id = run_id or f"{stamp}s{seed}"
         self._markets = {s: _market_for(s) for s in self.symbols}
@@ -283,12 +292,14 @@ class Publisher:
             order = rng.choice(self._active)
         return self._advance(order)
 
-    def _now(self) -> str:
+    def _now(self, symbol: str | None = None) -> str:
         if self._clock is None:
             moment = datetime.now(UTC)
         else:
-            self._clock += timedelta(milliseconds=self._rng.randint(5, 250))
+            self._clock += timedelta(milliseconds=self._rng.randint(*self._time_step_ms))
             moment = self._clock
+        if symbol is not None:
+            moment -= self._symbol_lag.get(symbol, timedelta(0))
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def _step_price(self, symbol: str) -> Decimal:
@@ -304,7 +315,7 @@ class Publisher:
     def _mark(self, symbol: str) -> Entry:
         price = self._step_price(symbol)
         assert self.marks_stream is not None  # noqa: S101 - checked by the caller
-        fields = {"symbol": symbol, "price": str(price), "timestamp": self._now()}
+        fields = {"symbol": symbol, "price": str(price), "timestamp": self._now(symbol)}
         return Entry(self.marks_stream, self._shape(fields), "mark")
 
     def _new_order(self) -> _Order:
@@ -365,7 +376,7 @@ class Publisher:
             "order_type": order.order_type,
             "quantity": str(order.quantity),
             "status": step,
-            "timestamp": self._now(),
+            "timestamp": self._now(order.symbol),
         }
         if order.limit_price is not None:
             fields["price"] = str(order.limit_price)
@@ -414,7 +425,7 @@ class Publisher:
             "price": str(price),
             "fees_usdt": str(fee),
             "fee_type": "TAKER",
-            "timestamp": self._now(),
+            "timestamp": self._now(order.symbol),
         }
         return Entry(self.fills_stream, self._shape(fields), "fill")
 
@@ -430,7 +441,7 @@ class Publisher:
         self._sequence += 1
         symbol = rng.choice(self.symbols)
         bad_id = f"bad-{self.run_id}-{self._sequence:07d}"
-        now = self._now()
+        now = self._now(symbol)
         choices = ["negative_quantity", "bad_side", "not_json", "zero_price"]
         if self.marks_stream:
             choices.append("bad_mark")

@@ -4,7 +4,10 @@ What goes (rules and reasons in ``sql/schema/paper_trading_erd.md``, "Retention"
 
 - HOURLY P&L snapshots older than the cutoff (DAILY and MANUAL ones are kept);
 - orders created before the cutoff in a final status without execution (REJECTED, CANCELLED,
-  FAILED) that have no fill.
+  FAILED) that have no fill;
+- snapshot parts (migration 007) that end before the cutoff and before every symbol's clock: no
+  HOURLY/DAILY row at or before that horizon can be created or recomputed any more, and prune
+  records the horizon in ``paper_pnl_clock.parts_since``.
 
 Nothing else: fills (exactly-once record, volume since start), positions, round trips, per-fill
 P&L, daily stats, offsets and the ledger are never pruned. Each batch is one ``DELETE … WHERE
@@ -25,8 +28,10 @@ from psycopg.rows import dict_row
 from consumer.errors import DatabaseUnavailableError, SchemaNotReadyError
 from consumer.store import (
     COUNT_PRUNABLE_ORDERS,
+    COUNT_PRUNABLE_PARTS,
     COUNT_PRUNABLE_SNAPSHOTS,
     PRUNE_ORDERS,
+    PRUNE_SNAPSHOT_PARTS,
     PRUNE_SNAPSHOTS,
 )
 
@@ -36,6 +41,7 @@ DEFAULT_BATCH_SIZE = 5000
 RULES: tuple[tuple[str, str, str], ...] = (
     ("hourly_snapshots", COUNT_PRUNABLE_SNAPSHOTS, PRUNE_SNAPSHOTS),
     ("orders_without_fills", COUNT_PRUNABLE_ORDERS, PRUNE_ORDERS),
+    ("snapshot_parts", COUNT_PRUNABLE_PARTS, PRUNE_SNAPSHOT_PARTS),
 )
 
 

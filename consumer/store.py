@@ -499,12 +499,157 @@ ON CONFLICT (fill_id) DO NOTHING
 RETURNING fill_id
 """
 
-SELECT_CLOCK_FOR_UPDATE = "SELECT event_time FROM paper_pnl_clock WHERE clock_id = 1 FOR UPDATE"
+# --- Per-symbol snapshot clocks (migration 007, consumer/snapshots.py, docs/scaling.md) ------
+# Lock order, every transaction: the batch's symbol clocks (by symbol), the global clock row,
+# then snapshot rows (by time, type). The global clock row is the creation lock: every batch
+# holds it FOR SHARE, a batch that creates snapshot rows (and the idle tick, and prune) FOR UPDATE.
+LOCK_SYMBOL_CLOCKS = """
+SELECT symbol, event_time FROM paper_symbol_clocks WHERE symbol = ANY(%(symbols)s::varchar[])
+ORDER BY symbol FOR UPDATE
+"""
+
+_SELECT_CLOCK = """
+SELECT nullif(event_time, '-infinity') AS event_time, parts_since
+FROM paper_pnl_clock WHERE clock_id = 1
+"""
+SELECT_CLOCK_FOR_SHARE = _SELECT_CLOCK + "FOR SHARE"
+SELECT_CLOCK_FOR_UPDATE = _SELECT_CLOCK + "FOR UPDATE"
+
+# The lock above needs the row: '-infinity' is "no event yet" (idle ticks wait for an event).
+ENSURE_CLOCK_ROW = """
+INSERT INTO paper_pnl_clock (clock_id, event_time, updated_at) VALUES (1, '-infinity', now())
+ON CONFLICT (clock_id) DO NOTHING
+"""
+
+# The newest event time of any symbol, or where the idle tick left the clock, whichever is later.
+SELECT_EVENT_CLOCK = """
+SELECT nullif(greatest((SELECT event_time FROM paper_pnl_clock WHERE clock_id = 1),
+                       (SELECT max(event_time) FROM paper_symbol_clocks)),
+              '-infinity') AS event_time
+"""
 
 SET_CLOCK = """
 INSERT INTO paper_pnl_clock (clock_id, event_time, updated_at) VALUES (1, %(time)s, now())
 ON CONFLICT (clock_id) DO UPDATE SET event_time = EXCLUDED.event_time, updated_at = now()
 """
+
+SET_SYMBOL_CLOCKS = """
+INSERT INTO paper_symbol_clocks AS c (symbol, event_time)
+SELECT * FROM unnest(%(symbol)s::varchar[], %(time)s::timestamptz[])
+ON CONFLICT (symbol) DO UPDATE SET event_time = greatest(c.event_time, EXCLUDED.event_time)
+"""
+
+# One symbol's snapshot state as it stands (the terms of INSERT_SNAPSHOT, per symbol).
+_SYMBOL_STATE = """
+SELECT s.symbol, p.symbol IS NOT NULL AS has_position,
+       coalesce(p.realized_pnl_usdt, 0) AS realized,
+       coalesce(p.unrealized_pnl_usdt, 0) AS unrealized,
+       coalesce(t.trades, 0) AS trades, coalesce(t.winning, 0) AS winning,
+       coalesce(t.losing, 0) AS losing,
+       coalesce(v.volume, 0) AS volume, coalesce(v.fees, 0) AS fees
+FROM {symbols} s
+LEFT JOIN paper_positions p ON p.symbol = s.symbol
+LEFT JOIN (SELECT symbol, count(*) AS trades,
+                  count(*) FILTER (WHERE realized_pnl_usdt > 0) AS winning,
+                  count(*) FILTER (WHERE realized_pnl_usdt < 0) AS losing
+           FROM paper_round_trips GROUP BY symbol) t ON t.symbol = s.symbol
+LEFT JOIN (SELECT symbol, sum(quantity * price) AS volume, coalesce(sum(fees_usdt), 0) AS fees
+           FROM paper_fills GROUP BY symbol) v ON v.symbol = s.symbol
+"""
+
+# Before a crossing event of each symbol: its state, valid for boundaries in (after, until].
+WRITE_SNAPSHOT_PARTS = (
+    """
+WITH w AS (SELECT * FROM unnest(%(symbol)s::varchar[], %(after)s::timestamptz[],
+                                %(until)s::timestamptz[]) AS w(symbol, after_time, until_time)),
+st AS ("""
+    + _SYMBOL_STATE.format(symbols="(SELECT DISTINCT symbol FROM w)")
+    + """)
+INSERT INTO paper_pnl_snapshot_parts (symbol, after_time, until_time, has_position, realized,
+                                      unrealized, trades, winning, losing, volume, fees)
+SELECT w.symbol, w.after_time, w.until_time, st.has_position, st.realized, st.unrealized,
+       st.trades, st.winning, st.losing, st.volume, st.fees
+FROM w JOIN st USING (symbol)
+ON CONFLICT (symbol, until_time) DO NOTHING
+"""
+)
+
+# New HOURLY/DAILY rows; REFRESH_SNAPSHOTS computes their values in the same transaction.
+CREATE_SNAPSHOT_ROWS = """
+INSERT INTO paper_pnl_snapshots (snapshot_time, snapshot_type, total_pnl_usdt,
+                                 realized_pnl_usdt, unrealized_pnl_usdt, metadata)
+SELECT b.t, b.k, 0, 0, 0, jsonb_build_object('source', %(source)s::text)
+FROM unnest(%(time)s::timestamptz[], %(type)s::varchar[]) AS b(t, k)
+WHERE b.t > coalesce(%(parts_since)s::timestamptz, '-infinity')
+ORDER BY b.t, b.k
+ON CONFLICT (snapshot_time, snapshot_type) DO NOTHING
+RETURNING snapshot_id
+"""
+
+# The rows a batch may have changed, locked in (time, type) order BEFORE REFRESH_SNAPSHOTS: a
+# statement that starts after the lock is granted sees every batch that committed meanwhile.
+LOCK_SNAPSHOT_ROWS = """
+SELECT snapshot_id FROM paper_pnl_snapshots
+WHERE snapshot_type IN ('HOURLY', 'DAILY')
+  AND (snapshot_time > %(after)s::timestamptz OR snapshot_id = ANY(%(created)s::int[]))
+  AND snapshot_time > coalesce(%(parts_since)s::timestamptz, '-infinity')
+ORDER BY snapshot_time, snapshot_type
+FOR UPDATE
+"""
+
+# Recompute rows from the symbols' states (lessons.md #7: never added up from earlier rows):
+# per symbol the part whose range holds B, else its current state if its clock < B, else nothing.
+REFRESH_SNAPSHOTS = (
+    """
+WITH target AS (SELECT snapshot_id, snapshot_time AS b FROM paper_pnl_snapshots
+                WHERE snapshot_id = ANY(%(ids)s::int[])),
+cur AS ("""
+    + _SYMBOL_STATE.format(symbols="paper_symbol_clocks")
+    + """),
+part AS (
+    SELECT t.snapshot_id, c.symbol,
+           CASE WHEN p.symbol IS NULL THEN cur.has_position ELSE p.has_position END AS has_position,
+           CASE WHEN p.symbol IS NULL THEN cur.realized ELSE p.realized END AS realized,
+           CASE WHEN p.symbol IS NULL THEN cur.unrealized ELSE p.unrealized END AS unrealized,
+           CASE WHEN p.symbol IS NULL THEN cur.trades ELSE p.trades END AS trades,
+           CASE WHEN p.symbol IS NULL THEN cur.winning ELSE p.winning END AS winning,
+           CASE WHEN p.symbol IS NULL THEN cur.losing ELSE p.losing END AS losing,
+           CASE WHEN p.symbol IS NULL THEN cur.volume ELSE p.volume END AS volume,
+           CASE WHEN p.symbol IS NULL THEN cur.fees ELSE p.fees END AS fees
+    FROM target t
+    CROSS JOIN paper_symbol_clocks c
+    JOIN cur ON cur.symbol = c.symbol
+    LEFT JOIN paper_pnl_snapshot_parts p
+           ON p.symbol = c.symbol AND p.after_time < t.b AND t.b <= p.until_time
+    WHERE p.symbol IS NOT NULL OR c.event_time < t.b),
+total AS (
+    SELECT t.snapshot_id,
+           coalesce(sum(p.realized) FILTER (WHERE p.has_position), 0) AS realized,
+           coalesce(sum(p.unrealized) FILTER (WHERE p.has_position), 0) AS unrealized,
+           coalesce(sum(p.trades), 0) AS trades, coalesce(sum(p.winning), 0) AS winning,
+           coalesce(sum(p.losing), 0) AS losing, coalesce(sum(p.volume), 0) AS volume,
+           coalesce(sum(p.fees), 0) AS fees,
+           coalesce(jsonb_object_agg(p.symbol, jsonb_build_object(
+                        'pnl', p.realized + p.unrealized,
+                        'realized', p.realized,
+                        'unrealized', p.unrealized,
+                        'trades', p.trades,
+                        'volume', p.volume) ORDER BY p.symbol) FILTER (WHERE p.has_position),
+                    '{}'::jsonb) AS body
+    FROM target t LEFT JOIN part p USING (snapshot_id)
+    GROUP BY t.snapshot_id)
+UPDATE paper_pnl_snapshots s SET
+    total_pnl_usdt = total.realized + total.unrealized,
+    realized_pnl_usdt = total.realized,
+    unrealized_pnl_usdt = total.unrealized,
+    balance_usdt = %(start_balance)s::numeric + total.realized,
+    equity_usdt = %(start_balance)s::numeric + total.realized + total.unrealized,
+    total_trades = total.trades, winning_trades = total.winning, losing_trades = total.losing,
+    total_volume_usdt = total.volume, total_fees_usdt = total.fees, symbol_pnl = total.body
+FROM total
+WHERE s.snapshot_id = total.snapshot_id
+"""
+)
 
 # A snapshot is derived from the positions, the round trips and the fills as they stand — never
 # added up from earlier snapshots (lessons.md #7). Idempotent through UNIQUE(time, type).
@@ -856,15 +1001,18 @@ class PostgresStore:
     def tick(self, now: datetime) -> int:
         """Streams idle: take the snapshots whose boundaries the wall clock ``now`` crossed."""
         with self._transaction() as conn:
+            # No clock row: no batch has run yet (the first one creates it), nothing to take.
             row = conn.execute(SELECT_CLOCK_FOR_UPDATE).fetchone()
-            boundaries, clock = snapshots.idle_plan(row["event_time"] if row else None, now)
-            written = sum(
-                _take_snapshot(conn, moment, kind, self._start_balance, "wall_clock")
-                for moment, kind in boundaries
-            )
-            if boundaries:
-                conn.execute(SET_CLOCK, {"time": clock})
-        return written
+            if row is None:
+                return 0
+            clock = conn.execute(SELECT_EVENT_CLOCK).fetchone()
+            boundaries, rest = snapshots.idle_plan(clock["event_time"] if clock else None, now)
+            if not boundaries:
+                return 0
+            created = _create_snapshot_rows(conn, boundaries, row["parts_since"], "wall_clock")
+            _refresh_snapshots(conn, created, self._start_balance)
+            conn.execute(SET_CLOCK, {"time": rest})
+        return len(created)
 
     def snapshot_now(self, now: datetime) -> int:
         """Take a MANUAL snapshot at ``now`` (``paper-consumer snapshot``)."""
@@ -956,18 +1104,22 @@ def _write(
 ) -> None:
     stat_dates: set[date] = set()
     delta = _StatsDelta()
-    row = conn.execute(SELECT_CLOCK_FOR_UPDATE).fetchone()
-    segments, clock = snapshots.plan(
-        [(item, item.event.timestamp) for item in items], row["event_time"] if row else None
-    )
-    for segment in segments:
+    plan = _plan_snapshots(conn, items)
+    for segment in plan.plan.segments:
+        if segment.parts_before:
+            parts = segment.parts_before
+            conn.execute(
+                WRITE_SNAPSHOT_PARTS,
+                {
+                    "symbol": [p.symbol for p in parts],
+                    "after": [p.after for p in parts],
+                    "until": [p.until for p in parts],
+                },
+            )
         if segment.items:
             fills = _write_orders_and_fills(conn, segment.items, result, stat_dates, delta)
             _move_positions(conn, segment.items, fills, result, stat_dates, delta=delta)
-        for moment, kind in segment.snapshots_after:
-            result.snapshots += _take_snapshot(conn, moment, kind, start_balance, "event_time")
-    if clock is not None and (row is None or clock != row["event_time"]):
-        conn.execute(SET_CLOCK, {"time": clock})
+    _finish_snapshots(conn, plan, result, start_balance)
     if stat_dates or not delta.empty:
         conn.execute(LOCK_STATS)
         moved = conn.execute(APPLY_STATS_DELTA, delta.params()).fetchall()
@@ -989,6 +1141,106 @@ def _write(
                     "fields": [dumps(i.fields) for i in accepted],
                 },
             )
+
+
+def _lock_clock(conn: psycopg.Connection[dict[str, Any]], statement: str) -> dict[str, Any]:
+    """Lock the global clock row (``SELECT_CLOCK_FOR_SHARE`` or ``_FOR_UPDATE``), creating it."""
+    row = conn.execute(statement).fetchone()
+    if row is None:
+        conn.execute(ENSURE_CLOCK_ROW)
+        row = conn.execute(statement).fetchone()
+    if row is None:
+        raise SchemaNotReadyError("paper_pnl_clock: the clock row could not be created")
+    return row
+
+
+@dataclass
+class _SnapshotPlan:
+    plan: snapshots.SymbolPlan[ParsedEntry]
+    parts_since: datetime | None
+
+
+def _plan_snapshots(
+    conn: psycopg.Connection[dict[str, Any]], items: Sequence[ParsedEntry]
+) -> _SnapshotPlan:
+    """Lock the batch's symbol clocks, cut the batch (``snapshots.plan_by_symbol``), then lock
+    the global clock row: FOR UPDATE if the batch creates snapshot rows, else FOR SHARE.
+
+    Why the final values are right whatever the order of concurrent batches (separate
+    transactions, READ COMMITTED; docs/scaling.md "P&L snapshots"): a row B changes only when
+    the state of a symbol s with clock_s < B changes (a crossing event first writes the part of
+    s, the state before it, so crossing does not change B). (1) Two batches refresh the same
+    row: each locks its rows FOR UPDATE after its own writes and before the statement that
+    computes them; the second to get the lock computes after the first committed, so it sees
+    both. (2) A batch creates row B while another changes some s with clock_s < B: creation
+    holds the global row FOR UPDATE, every batch holds it FOR SHARE from before its writes to
+    its commit, so one of them commits before the other starts writing: either the creator
+    computes B seeing the change, or the changer finds B (committed) among the rows to refresh.
+    """
+    symbols = sorted({i.event.symbol for i in items if i.event.symbol is not None})
+    clocks = {
+        r["symbol"]: r["event_time"]
+        for r in conn.execute(LOCK_SYMBOL_CLOCKS, {"symbols": symbols}).fetchall()
+    }
+    plan = snapshots.plan_by_symbol([(i, i.event.symbol, i.event.timestamp) for i in items], clocks)
+    lock = SELECT_CLOCK_FOR_UPDATE if plan.boundaries else SELECT_CLOCK_FOR_SHARE
+    return _SnapshotPlan(plan, _lock_clock(conn, lock)["parts_since"])
+
+
+def _finish_snapshots(
+    conn: psycopg.Connection[dict[str, Any]],
+    planned: _SnapshotPlan,
+    result: BatchResult,
+    start_balance: Decimal | None,
+) -> None:
+    """After the batch's writes: advance the symbol clocks, create the crossed rows, and
+    recompute every row the batch may have changed (B > ``changed_after``, and the new ones)."""
+    plan = planned.plan
+    if plan.clocks:
+        conn.execute(
+            SET_SYMBOL_CLOCKS, {"symbol": list(plan.clocks), "time": list(plan.clocks.values())}
+        )
+    created: list[int] = []
+    if plan.boundaries:
+        created = _create_snapshot_rows(conn, plan.boundaries, planned.parts_since, "event_time")
+        result.snapshots += len(created)
+    if plan.changed_after is None and not created:
+        return
+    locked = conn.execute(
+        LOCK_SNAPSHOT_ROWS,
+        {
+            "after": plan.changed_after or datetime.max.replace(tzinfo=UTC),
+            "created": created,
+            "parts_since": planned.parts_since,
+        },
+    ).fetchall()
+    _refresh_snapshots(conn, [r["snapshot_id"] for r in locked], start_balance)
+
+
+def _create_snapshot_rows(
+    conn: psycopg.Connection[dict[str, Any]],
+    boundaries: Sequence[snapshots.Boundary],
+    parts_since: datetime | None,
+    source: str,
+) -> list[int]:
+    """Insert the rows not there yet (values to be computed by ``_refresh_snapshots``)."""
+    cursor = conn.execute(
+        CREATE_SNAPSHOT_ROWS,
+        {
+            "time": [b[0] for b in boundaries],
+            "type": [b[1] for b in boundaries],
+            "parts_since": parts_since,
+            "source": source,
+        },
+    )
+    return [r["snapshot_id"] for r in cursor.fetchall()]
+
+
+def _refresh_snapshots(
+    conn: psycopg.Connection[dict[str, Any]], ids: list[int], start_balance: Decimal | None
+) -> None:
+    if ids:
+        conn.execute(REFRESH_SNAPSHOTS, {"ids": ids, "start_balance": start_balance})
 
 
 def _take_snapshot(
@@ -1366,6 +1618,8 @@ REPLAY_TABLES = (
     "paper_round_trips",
     "paper_fill_pnl",
     "paper_pnl_clock",
+    "paper_symbol_clocks",
+    "paper_pnl_snapshot_parts",
     "paper_consumer_offsets",
 )
 
@@ -1380,6 +1634,8 @@ SELECT name FROM (VALUES
     ('paper_round_trips', EXISTS (SELECT 1 FROM paper_round_trips)),
     ('paper_fill_pnl', EXISTS (SELECT 1 FROM paper_fill_pnl)),
     ('paper_pnl_clock', EXISTS (SELECT 1 FROM paper_pnl_clock)),
+    ('paper_symbol_clocks', EXISTS (SELECT 1 FROM paper_symbol_clocks)),
+    ('paper_pnl_snapshot_parts', EXISTS (SELECT 1 FROM paper_pnl_snapshot_parts)),
     ('paper_consumer_offsets', EXISTS (SELECT 1 FROM paper_consumer_offsets))
 ) AS t(name, has_rows)
 WHERE has_rows
@@ -1391,7 +1647,7 @@ WHERE has_rows
 RESET_REPLAY_TABLES = """
 TRUNCATE paper_orders, paper_fills, paper_positions, paper_pnl_snapshots, paper_trading_stats,
          paper_stats_sums, paper_round_trips, paper_fill_pnl, paper_pnl_clock,
-         paper_consumer_offsets
+         paper_symbol_clocks, paper_pnl_snapshot_parts, paper_consumer_offsets
          RESTART IDENTITY
 """
 
@@ -1726,6 +1982,35 @@ WHERE o.created_at < %(cutoff)s
   AND o.status IN ('REJECTED', 'CANCELLED', 'FAILED')
   AND NOT EXISTS (SELECT 1 FROM paper_fills AS f WHERE f.order_id = o.order_id)
 """
+
+# Snapshot parts (007) no row can need any more: a row B is created or recomputed only while
+# some symbol's clock is below B, and clocks only grow, so rows at or before the smallest symbol
+# clock are final (a symbol first seen later, with older events, no longer changes them). Prune
+# makes that explicit: it raises parts_since to the horizon (least of cutoff and smallest clock;
+# this also locks the clock row, like a batch that creates rows) and deletes the parts ending
+# at or before it. Conservative under concurrent batches: clocks only grow.
+_PARTS_HORIZON = """
+SELECT least(%(cutoff)s::timestamptz, (SELECT min(event_time) FROM paper_symbol_clocks)) AS h
+"""
+COUNT_PRUNABLE_PARTS = (
+    "SELECT count(*) AS n FROM paper_pnl_snapshot_parts WHERE until_time <= ("
+    + _PARTS_HORIZON
+    + ")"
+)
+PRUNE_SNAPSHOT_PARTS = (
+    """
+WITH horizon AS ("""
+    + _PARTS_HORIZON
+    + """),
+frozen AS (
+    UPDATE paper_pnl_clock c SET parts_since = horizon.h FROM horizon
+    WHERE c.clock_id = 1 AND (c.parts_since IS NULL OR c.parts_since < horizon.h)
+    RETURNING 1)
+DELETE FROM paper_pnl_snapshot_parts WHERE ctid IN (
+    SELECT p.ctid FROM paper_pnl_snapshot_parts p, horizon
+    WHERE p.until_time <= horizon.h LIMIT %(limit)s)
+"""
+)
 
 COUNT_PRUNABLE_SNAPSHOTS = "SELECT count(*) AS n" + _PRUNABLE_SNAPSHOTS
 COUNT_PRUNABLE_ORDERS = "SELECT count(*) AS n" + _PRUNABLE_ORDERS

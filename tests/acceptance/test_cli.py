@@ -94,6 +94,7 @@ def test_migrate_up_status_verify_down(empty_db_url):
         "004_round_trips_and_pnl.sql",
         "005_incremental_stats.sql",
         "006_shard_leases.sql",
+        "007_symbol_clocks.sql",
     ]
     assert cli("migrate", "up", env=env).stdout.strip() == "already up to date"
 
@@ -106,6 +107,7 @@ def test_migrate_up_status_verify_down(empty_db_url):
         ["applied", "004_round_trips_and_pnl"],
         ["applied", "005_incremental_stats"],
         ["applied", "006_shard_leases"],
+        ["applied", "007_symbol_clocks"],
     ]
 
     verify = cli("migrate", "verify", env=env)
@@ -118,9 +120,9 @@ def test_migrate_up_status_verify_down(empty_db_url):
 
     down = cli("migrate", "down", "--to", "0", env=env)
     assert down.returncode == 0, down.stderr
-    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 6
+    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 7
     after = cli("migrate", "status", env=env)
-    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 6
+    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 7
     assert cli("migrate", "verify", env=env).returncode == 1
 
 

@@ -133,7 +133,9 @@ DENIED = [
     "UPDATE paper_fills SET price = 1",
     "UPDATE paper_event_ledger SET fields = '{}'",
     "UPDATE paper_round_trips SET symbol = 'EVIL'",
-    "UPDATE paper_pnl_snapshots SET total_pnl_usdt = 0",
+    # it recomputes snapshot values (007) but cannot move a snapshot or relabel it
+    "UPDATE paper_pnl_snapshots SET snapshot_time = now()",
+    "UPDATE paper_pnl_snapshots SET metadata = '{}'",
     # the migration ledger is read-only to it
     "INSERT INTO paper_schema_migrations (version, name, checksum, duration_ms)"
     " VALUES (999, 'evil', 'x', 0)",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import psycopg
 import pytest
 
-from consumer import migrations
+from consumer import migrations, store
 from consumer.errors import MigrationChangedError, MigrationError, SchemaNotReadyError
+from consumer.events import FillEvent
+from consumer.records import EntryKey, ParsedEntry, RawEntry
 
 
 def _ledger(dsn: str) -> list[tuple[int, str]]:
@@ -43,7 +47,7 @@ def test_status_lists_applied_and_pending(empty_db_url):
     migrations.upgrade(empty_db_url, to=1)
     current = migrations.status(empty_db_url)
     assert [a.version for a in current.applied] == [1]
-    assert [m.version for m in current.pending] == [2, 3, 4, 5, 6]
+    assert [m.version for m in current.pending] == [2, 3, 4, 5, 6, 7]
     with pytest.raises(SchemaNotReadyError, match=r"002_core_tables\.sql"):
         migrations.verify(empty_db_url)
 
@@ -53,7 +57,7 @@ def test_down_to_zero_leaves_nothing_and_up_works_again(empty_db_url):
     migrations.upgrade(empty_db_url)
     assert len(_public_objects(empty_db_url)) > 20
     rolled = migrations.downgrade(empty_db_url, to=0)
-    assert [m.version for m in rolled] == [6, 5, 4, 3, 2, 1]
+    assert [m.version for m in rolled] == [7, 6, 5, 4, 3, 2, 1]
     assert _public_objects(empty_db_url) == before
     migrations.upgrade(empty_db_url)
     migrations.verify(empty_db_url)
@@ -109,8 +113,8 @@ def test_concurrent_upgrades_apply_each_migration_once(empty_db_url):
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sorted(results, key=len) == [[], [], [], [1, 2, 3, 4, 5, 6]]
-    assert [v for v, _ in _ledger(empty_db_url)] == [1, 2, 3, 4, 5, 6]
+    assert sorted(results, key=len) == [[], [], [], [1, 2, 3, 4, 5, 6, 7]]
+    assert [v for v, _ in _ledger(empty_db_url)] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_unreachable_database_gives_a_clear_error_without_password():
@@ -124,3 +128,40 @@ def test_every_migration_has_a_framed_rollback():
     for migration in migrations.load_migrations():
         assert migrations.strip_transaction_frame(migration.up_sql, migration.filename)
         assert migrations.strip_transaction_frame(migration.down_sql, migration.filename)
+
+
+def test_007_back_fills_symbol_clocks_and_never_recomputes_old_rows(empty_db_url):
+    migrations.upgrade(empty_db_url, to=6)
+    clock = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO paper_positions (symbol, quantity, avg_entry_price, cost_basis_usdt, "
+            "market_value_usdt, opened_at) VALUES ('AAAUSDT', 0, 100, 0, 0, now())"
+        )
+        conn.execute("INSERT INTO paper_pnl_clock (clock_id, event_time) VALUES (1, %s)", [clock])
+        conn.execute(
+            "INSERT INTO paper_pnl_snapshots (snapshot_time, snapshot_type, total_pnl_usdt, "
+            "realized_pnl_usdt, unrealized_pnl_usdt) VALUES ('2026-11-20 10:00+00', 'HOURLY', "
+            "7, 7, 0)"
+        )
+    migrations.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT symbol, event_time FROM paper_symbol_clocks").fetchall() == [
+            ("AAAUSDT", clock)
+        ]
+        assert conn.execute("SELECT parts_since FROM paper_pnl_clock").fetchone() == (clock,)
+    # A new symbol's first event at 09:05 changes every row after 09:05 — but 10:00 is final.
+    event = FillEvent(fill_id="f1", order_id="o1", symbol="BBBUSDT", side="BUY",
+                      quantity=Decimal(1), price=Decimal(100),
+                      timestamp=datetime(2026, 11, 20, 9, 5, tzinfo=UTC))  # fmt: skip
+    target = store.PostgresStore(empty_db_url, group="g")
+    target.open()
+    try:
+        target.write_batch([ParsedEntry(RawEntry(EntryKey("fills", "1-0"), {}), event)])
+    finally:
+        target.close()
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT total_pnl_usdt FROM paper_pnl_snapshots").fetchall() == [(7,)]
+    migrations.downgrade(empty_db_url, to=6)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT event_time FROM paper_pnl_clock").fetchone() == (clock,)

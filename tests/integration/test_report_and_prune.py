@@ -154,12 +154,16 @@ def test_prune_deletes_only_what_nothing_depends_on(aged, pg_server_url):
 
     with runtime_login(pg_server_url, dsn, "prune-pw") as runtime_dsn:
         dry = retention.prune(runtime_dsn, cutoff, dry_run=True)
-        assert dry.rows == {"hourly_snapshots": 14, "orders_without_fills": 2}
+        assert dry.rows == {"hourly_snapshots": 14, "orders_without_fills": 2, "snapshot_parts": 0}
         assert snapshot(dsn) == before  # a dry run changes nothing
         done = retention.prune(runtime_dsn, cutoff, batch_size=5)
-    assert done.rows == {"hourly_snapshots": 14, "orders_without_fills": 2}
-    assert done.batches == 3 + 1  # 5 + 5 + 4, then 2 (< 5) ends each loop
-    assert "deleted 14 hourly snapshots, 2 orders without fills" in done.describe()
+    assert done.rows == {"hourly_snapshots": 14, "orders_without_fills": 2, "snapshot_parts": 0}
+    # 5 + 5 + 4, then 2 (< 5) ends each loop; no part is prunable: ETHUSDT's clock (old day,
+    # 10:58) is the horizon, and BTCUSDT's parts end after it.
+    assert done.batches == 3 + 1 + 1
+    assert (
+        "deleted 14 hourly snapshots, 2 orders without fills, 0 snapshot parts" in done.describe()
+    )
 
     after = snapshot(dsn)
     assert after["snapshots"] == [r for r in before["snapshots"] if r not in old_hourly]
@@ -170,14 +174,20 @@ def test_prune_deletes_only_what_nothing_depends_on(aged, pg_server_url):
         assert after[table] == before[table], table
     # Nothing left to prune: a second run deletes nothing.
     again = retention.prune(dsn, cutoff)
-    assert again.rows == {"hourly_snapshots": 0, "orders_without_fills": 0}
+    assert again.rows == {"hourly_snapshots": 0, "orders_without_fills": 0, "snapshot_parts": 0}
 
 
 def test_prune_command(aged, monkeypatch, capsys):
     dsn, _ = aged
     monkeypatch.setenv("DATABASE_URL", dsn)
     assert cli.main(["--log-level", "error", "prune", "--older-than", "90d", "--dry-run"]) == 0
-    assert "would delete 14 hourly snapshots, 2 orders without fills" in capsys.readouterr().out
+    assert (
+        "would delete 14 hourly snapshots, 2 orders without fills, 0 snapshot parts"
+        in capsys.readouterr().out
+    )
     argv = ["--log-level", "error", "prune", "--older-than", "90d", "--batch-size", "100"]
     assert cli.main(argv) == 0
-    assert "deleted 14 hourly snapshots, 2 orders without fills" in capsys.readouterr().out
+    assert (
+        "deleted 14 hourly snapshots, 2 orders without fills, 0 snapshot parts"
+        in capsys.readouterr().out
+    )

@@ -306,6 +306,8 @@ GRANTS = {
     "paper_stats_sums": {"SELECT", "INSERT", "UPDATE"},
     "paper_shard_leases": {"SELECT", "INSERT", "UPDATE"},
     "paper_shard_members": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    "paper_symbol_clocks": {"SELECT", "INSERT", "UPDATE"},
+    "paper_pnl_snapshot_parts": {"SELECT", "INSERT", "DELETE"},
 }
 
 
@@ -461,6 +463,27 @@ def test_grants_to_runtime_role_are_exact(conn):
         granted.setdefault(relation, set()).add(privilege)
     assert {name: granted.get(name, set()) for name in GRANTS} == GRANTS
     assert set(granted) <= set(GRANTS)  # nothing else is granted
+
+
+def test_column_grants_to_runtime_role_are_exact(conn):
+    # 007: HOURLY/DAILY snapshot values are recomputed in place; time, type, metadata are not.
+    rows = conn.execute(
+        """
+        SELECT c.relname, a.attname, acl.privilege_type
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        CROSS JOIN aclexplode(a.attacl) AS acl
+        WHERE c.relnamespace = current_schema()::regnamespace
+          AND acl.grantee = 'claire_user'::regrole
+        """
+    ).fetchall()
+    assert sorted(rows) == sorted(
+        ("paper_pnl_snapshots", column, "UPDATE")
+        for column in (
+            "total_pnl_usdt", "realized_pnl_usdt", "unrealized_pnl_usdt", "balance_usdt",
+            "equity_usdt", "total_trades", "winning_trades", "losing_trades",
+            "total_volume_usdt", "total_fees_usdt", "symbol_pnl",
+        )
+    )  # fmt: skip
 
 
 def test_runtime_role_has_no_truncate_or_ddl_privileges(conn):

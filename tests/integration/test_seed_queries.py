@@ -37,9 +37,9 @@ QUERY_FILES = sorted(p.name for p in QUERIES_DIR.glob("*.sql"))
 
 PAPER_TABLES = [
     "paper_consumer_offsets", "paper_event_ledger", "paper_fill_pnl", "paper_fills",
-    "paper_orders", "paper_pnl_clock", "paper_pnl_snapshots", "paper_positions",
-    "paper_round_trips", "paper_schema_migrations", "paper_shard_leases", "paper_shard_members",
-    "paper_stats_sums", "paper_trading_stats",
+    "paper_orders", "paper_pnl_clock", "paper_pnl_snapshot_parts", "paper_pnl_snapshots",
+    "paper_positions", "paper_round_trips", "paper_schema_migrations", "paper_shard_leases",
+    "paper_shard_members", "paper_stats_sums", "paper_symbol_clocks", "paper_trading_stats",
 ]  # fmt: skip
 
 

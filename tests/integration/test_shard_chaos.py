@@ -7,9 +7,11 @@ doing — and is restarted under the same name, sometimes only after its leases 
 shards then move to the others, its pending entries are adopted); a quarter of the time it is
 instead frozen with SIGSTOP for longer than its leases and then resumed, a stale owner with a
 batch in hand that the fences must stop. When the streams are drained the workers are stopped,
-and every paper table (ingestion timestamps and stream ids left out;
-P&L snapshots are not part of the sharded guarantee, docs/scaling.md) must equal what ONE
-ordinary unsharded worker makes of the same events.
+and every paper table (ingestion timestamps and stream ids left out), the HOURLY/DAILY P&L
+snapshots included, must equal what ONE ordinary unsharded worker makes of the same events. The
+events span several hours of event time and their times are not monotone across symbols (each
+symbol lags the simulated clock by its own amount), so a snapshot taken by one global clock would
+differ between the sharded and the single run (docs/scaling.md "P&L snapshots").
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from consumer.publisher import DEFAULT_SYMBOLS, Publisher
 from consumer.settings import Settings
 from consumer.shards import all_shard_streams, lease_count, shard_settings
 from consumer.stream import RedisStream
-from tests.support.pipeline import rows, run_until_idle, snapshot
+from tests.support.pipeline import rows, run_until_idle, snapshot, without_mark_terms
 
 REPO = Path(__file__).resolve().parents[2]
 _CONNECTION_VARS = re.compile(r"^(PAPER_|DATABASE_URL$|REDIS_|POSTGRES_)")
@@ -56,6 +58,8 @@ def _publisher(client: redis.Redis, settings: Settings, shards: int) -> Publishe
         start=datetime(2099, 5, 1, tzinfo=UTC),
         run_id="chaos7",
         shards=shards,
+        time_step_ms=(1000, 9000),  # ~5 s of event time per event: 4000 events span ~5.5 h
+        symbol_lag={s: timedelta(minutes=7 * k) for k, s in enumerate(SYMBOLS)},
     )
 
 
@@ -165,7 +169,7 @@ def test_four_workers_killed_at_random_end_in_the_single_worker_state(
     settings: Settings, redis_client: redis.Redis, make_database: Any, tmp_path: Path, shards: int
 ) -> None:
     """Unsharded (``shards`` 0), the streams are one lease: one worker is active at a time,
-    the three others stand by and take over; then even the P&L snapshots must be equal."""
+    the three others stand by and take over."""
     sharded = settings.model_copy(update={"shards": shards})
     publisher = _publisher(redis.Redis.from_url(sharded.redis_dsn()), sharded, shards)
     sending = threading.Thread(
@@ -205,8 +209,12 @@ def test_four_workers_killed_at_random_end_in_the_single_worker_state(
     _publisher(redis_client, reference, 0).publish(EVENTS)
     run_until_idle(reference)
     mine, theirs = snapshot(sharded.database_dsn()), snapshot(reference.database_dsn())
-    if shards:
-        mine.pop("snapshots"), theirs.pop("snapshots")
     assert len(theirs["fills"]) > 500
+    assert len(theirs["snapshots"]) >= 5  # several hour boundaries crossed
+    # Not the mark-dependent terms (unrealized P&L): the reference publishes the events again,
+    # and marks and fills XADDed in the same millisecond are ordered by stream rank, not by
+    # publication, so its worker may see a symbol's marks and fills in another order (two
+    # unsharded runs of two publications differ too; docs/scaling.md "P&L snapshots").
+    mine, theirs = without_mark_terms(mine), without_mark_terms(theirs)
     for table in theirs:
         assert mine[table] == theirs[table], table

@@ -53,7 +53,10 @@ def publish_boundary_day(feed: Feed, part: int | None = None) -> None:
         feed.mark("BTCUSDT", "105", at("11:10"))  # crosses 11:00 (state: flat P&L 0)
     if part in (None, 2):
         feed.trade("o2", "BTCUSDT", "SELL", "1", "110", at("23:59"))  # crosses 12:00 … 23:00
-        feed.trade("o3", "ETHUSDT", "BUY", "2", "50", at("+1 00:01"))  # crosses 00:00 + DAILY
+        feed.mark("BTCUSDT", "110", at("+1 00:01"))  # crosses 00:00 + DAILY by BTCUSDT's clock
+        # ETHUSDT's first event: crosses nothing by its own clock (it has none yet) and is
+        # absent from the snapshots at or before 00:01.
+        feed.trade("o3", "ETHUSDT", "BUY", "2", "50", at("+1 00:01"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -95,7 +95,8 @@ SNAPSHOT_QUERIES = {
     "max_quantity, entry_avg_price, exit_avg_price, realized_pnl_usdt, fees_usdt, fills, "
     "close_reason FROM paper_round_trips ORDER BY closing_fill_id",
     "fill_pnl": "SELECT * FROM paper_fill_pnl ORDER BY fill_id",
-    "clock": "SELECT event_time FROM paper_pnl_clock",
+    "clock": "SELECT nullif(greatest((SELECT event_time FROM paper_pnl_clock), "
+    "(SELECT max(event_time) FROM paper_symbol_clocks)), '-infinity') AS event_time",
     "stats": "SELECT stat_date, total_orders, filled_orders, partial_fills, rejected_orders, "
     "cancelled_orders, fill_rate, avg_slippage_pct, avg_fee_pct, avg_latency_ms, "
     "total_volume_usdt, total_fees_usdt, daily_pnl_usdt, cumulative_pnl_usdt "
@@ -128,3 +129,19 @@ def crash_read(client: redis.Redis, settings: Settings, count: int) -> None:
     client.xreadgroup(
         settings.group, settings.consumer_name, dict.fromkeys(streams, ">"), count=count
     )
+
+
+def without_mark_terms(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (from ``snapshot``) with the snapshots' mark-dependent terms left out: total and
+    unrealized P&L, equity, and ``symbol_pnl``'s pnl/unrealized. What fills determine stays
+    (realized, trade counts, volume, fees, the symbols present). See docs/scaling.md "P&L
+    snapshots" for why the sharded chaos comparison uses this."""
+    dropped = ("total_pnl_usdt", "unrealized_pnl_usdt", "equity_usdt")
+    out = dict(state)
+    out["snapshots"] = [
+        {k: v for k, v in row.items() if k not in dropped}
+        | {"symbol_pnl": {s: {k: v for k, v in body.items() if k not in ("pnl", "unrealized")}
+                          for s, body in (row["symbol_pnl"] or {}).items()}}
+        for row in state["snapshots"]
+    ]  # fmt: skip
+    return out

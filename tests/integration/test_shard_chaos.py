@@ -33,6 +33,7 @@ import redis
 from pydantic import SecretStr
 
 from consumer.publisher import DEFAULT_SYMBOLS, Publisher
+from consumer.replay import SourceSpec, replay
 from consumer.settings import Settings
 from consumer.shards import all_shard_streams, lease_count, shard_settings
 from consumer.stream import RedisStream
@@ -185,6 +186,11 @@ def test_four_workers_killed_at_random_end_in_the_single_worker_state(
         while not (_drained(sharded) and _drained(sharded)):
             assert time.monotonic() < deadline, "the shards were not drained in time"
             time.sleep(0.5)
+        # The same entries replayed in one pass (XRANGE of every shard's streams, merged in
+        # stream-id order): it orders each symbol's marks and fills exactly as its shard's
+        # worker did, so here EVERY column must match, unrealized P&L in the snapshots included.
+        replayed = make_database()
+        replay(sharded, SourceSpec("redis"), target_dsn=replayed)
     finally:
         codes = fleet.stop()
         dlqs = [shard_settings(sharded, k).dlq_stream for k in range(lease_count(sharded))]
@@ -205,10 +211,14 @@ def test_four_workers_killed_at_random_end_in_the_single_worker_state(
     epochs = rows(sharded.database_dsn(), "SELECT max(epoch) AS top FROM paper_shard_leases")
     assert epochs[0]["top"] > 1  # shards changed hands
 
+    fleet_state = snapshot(sharded.database_dsn())
+    assert len(fleet_state["snapshots"]) >= 5  # several hour boundaries crossed
+    assert snapshot(replayed) == fleet_state
+
     reference = settings.model_copy(update={"database_url": SecretStr(make_database())})
     _publisher(redis_client, reference, 0).publish(EVENTS)
     run_until_idle(reference)
-    mine, theirs = snapshot(sharded.database_dsn()), snapshot(reference.database_dsn())
+    mine, theirs = fleet_state, snapshot(reference.database_dsn())
     assert len(theirs["fills"]) > 500
     assert len(theirs["snapshots"]) >= 5  # several hour boundaries crossed
     # Not the mark-dependent terms (unrealized P&L): the reference publishes the events again,

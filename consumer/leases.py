@@ -47,7 +47,7 @@ from consumer.observer import Observer
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.store import BatchResult, Fence, LeaseStore, PostgresStore
-from consumer.stream import RedisStream, check_cluster_layout
+from consumer.stream import Claimed, RedisStream, check_cluster_layout
 from consumer.worker import EXIT_GRACE_EXPIRED, EXIT_OK, Worker
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class LeasedStream(RedisStream):
             new=new,
         )
 
-    def claim_stale(self, *, min_idle_ms: int, count: int) -> list[RawEntry]:
+    def claim_stale(self, *, min_idle_ms: int, count: int) -> Claimed:
         self.lease.check(self.shard)
         return super().claim_stale(min_idle_ms=min_idle_ms, count=count)
 

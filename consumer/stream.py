@@ -2,12 +2,13 @@
 
 ``RedisStream`` owns the consumer-group protocol for the worker: create the group (MKSTREAM),
 read new entries (``>``) or re-read this consumer's own pending entries (``0``) with XREADGROUP,
-reclaim entries a dead consumer left pending (XAUTOCLAIM after an idle time), look up delivery
-counts, acknowledge after commit, and dead-letter atomically (XADD to the dead-letter stream and
-XACK in one MULTI/EXEC, so a crash never leaves an entry both dead-lettered and pending).
+take over entries other consumers left pending (XPENDING IDLE + XCLAIM after an idle time),
+look up delivery counts, acknowledge after commit, and dead-letter atomically (XADD to the
+dead-letter stream and XACK in one MULTI/EXEC, so a crash never leaves an entry both
+dead-lettered and pending).
 
 Entries trimmed away (MAXLEN) while pending come back with no fields — Redis 7 answers an empty
-hash, Redis 6.2 nil, XAUTOCLAIM lists their ids apart: all become ``RawEntry`` with empty
+hash, Redis 6.2 nil, XCLAIM drops them (Redis 7): all become ``RawEntry`` with empty
 ``fields`` (a real entry always has one at least), which the worker dead-letters as trimmed.
 
 Connection problems leave this module as ``RedisUnavailableError``; everything else that Redis
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import redis
@@ -47,6 +49,17 @@ ERROR_FIELD_MAX = 2000
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 """A single-node client or a cluster client: the commands used here exist on both."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What ``claim_stale`` did: ``taken`` entries of other consumers are now in our pending
+    list; ``gone`` were trimmed from the stream while pending (no fields left, no longer
+    pending anywhere) and are only worth a dead letter."""
+
+    taken: int
+    gone: list[RawEntry]
+
 
 RedisError = redis.RedisError
 """What redis-py raises (for callers that must not import redis themselves)."""
@@ -277,27 +290,55 @@ class RedisStream:
                 counts[EntryKey(stream, _text(row["message_id"]))] = int(row["times_delivered"])
         return [RawEntry(e.key, e.fields, counts.get(e.key, e.deliveries)) for e in entries]
 
-    def claim_stale(self, *, min_idle_ms: int, count: int) -> list[RawEntry]:
-        """Take over entries other consumers left pending longer than ``min_idle_ms``."""
-        claimed: list[RawEntry] = []
+    def claim_stale(self, *, min_idle_ms: int, count: int) -> Claimed:
+        """Make ours up to ``count`` entries per stream that *other* consumers left pending
+        longer than ``min_idle_ms`` (XPENDING IDLE, then XCLAIM JUSTID, which re-checks the
+        idle time atomically and leaves delivery counts alone). Our own pending entries are
+        never claimed: the worker holds them or re-reads them in stream order, and a claim
+        handing them over apart from the rest would apply them out of order. The claimed
+        entries are not returned: they are now in our pending list, to be read from there in
+        order. Entries trimmed from the stream while pending are returned apart (``gone``)."""
+        taken, gone = 0, []
         with _translated(self._url):
             for stream in self.streams:
-                try:
-                    reply: Any = self._client.xautoclaim(
-                        stream,
-                        self.group,
-                        self.consumer,
-                        min_idle_time=min_idle_ms,
-                        start_id="0-0",
-                        count=count,
-                    )
-                except ResponseError as exc:
-                    if "NOGROUP" in str(exc):
-                        continue
-                    raise
-                deleted = reply[2] if len(reply) > 2 else []
-                claimed.extend(_entries(stream, [*reply[1], *((i, None) for i in deleted)], 2))
-        return self._with_delivery_counts(claimed) if claimed else claimed
+                theirs = self._idle_of_others(stream, min_idle_ms, count)
+                if not theirs:
+                    continue
+                reply: Any = self._client.xclaim(
+                    stream, self.group, self.consumer, min_idle_ms, [*theirs], justid=True
+                )
+                claimed = {_text(entry_id) for entry_id in reply or []}
+                taken += len(claimed)
+                # Not claimed: either someone else took it meanwhile, or it was trimmed from
+                # the stream and Redis (>= 7) dropped it from the pending list on XCLAIM.
+                for entry_id in theirs:
+                    if entry_id not in claimed and not self._client.xrange(
+                        stream, min=entry_id, max=entry_id
+                    ):
+                        gone.append(RawEntry(EntryKey(stream, entry_id), {}, 2))
+        return Claimed(taken, gone)
+
+    def _idle_of_others(self, stream: str, min_idle_ms: int, count: int) -> list[str]:
+        """Up to ``count`` ids, oldest first, that other consumers hold pending on ``stream``
+        and have left idle at least ``min_idle_ms``."""
+        theirs: list[str] = []
+        lower = "-"
+        while len(theirs) < count:
+            try:
+                rows: Any = self._client.xpending_range(
+                    stream, self.group, min=lower, max="+", count=count, idle=min_idle_ms
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    return []
+                raise
+            theirs += [
+                _text(row["message_id"]) for row in rows if _text(row["consumer"]) != self.consumer
+            ]
+            if len(rows) < count:
+                break
+            lower = "(" + _text(rows[-1]["message_id"])
+        return theirs[:count]
 
     def adopt_pending(self, page: int = 1000) -> int:
         """Make every entry that other consumers hold pending on our streams ours (XPENDING,

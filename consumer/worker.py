@@ -248,12 +248,11 @@ class Worker:
 
     def _step(self) -> bool:
         """Collect and process one batch; return whether there was anything to do."""
-        batch = self._claim_if_due()
-        if batch and self._carry:
-            # Our own entries in hand can look stale to XAUTOCLAIM; they are not lost.
-            in_hand = {entry.key for entry in self._carry}
-            batch = [entry for entry in batch if entry.key not in in_hand]
-        if not batch and not self._draining_own_pending and not self._carry:
+        if not self._draining_own_pending:
+            # Entries claimed from other consumers join our pending list and are drained
+            # from there in stream order with ours (never applied apart, ahead of them).
+            self._claim_if_due()
+        if not self._draining_own_pending and not self._carry:
             # Order gate: never read past entries that are pending but not in hand (a read
             # whose reply was lost, or a dead consumer's batch): positions need stream order.
             owners = self._retry("redis", self.stream.pending_owners)
@@ -261,19 +260,17 @@ class Worker:
                 self._start_draining()
             elif owners:
                 self._next_claim = 0.0
-                batch = self._claim_if_due()
-                if not batch:
+                if not self._claim_if_due():
                     self._stop.wait(min(self.settings.block_ms / 1000, 0.1))
                     return True
-        if not batch:
-            draining = self._draining_own_pending
-            batch = self._collect()
-            if not batch and draining:
-                if not self._carry:
-                    # Our pending list is exhausted: read new entries next (the order gate
-                    # above runs first).
-                    self._pending_streams.clear()
-                return True
+        draining = self._draining_own_pending
+        batch = self._collect()
+        if not batch and draining:
+            if not self._carry:
+                # Our pending list is exhausted: read new entries next (the order gate
+                # above runs first).
+                self._pending_streams.clear()
+            return True
         if not batch:
             self._tick_if_due()
             return False
@@ -290,10 +287,13 @@ class Worker:
         if written:
             self.log.info("snapshots_taken", count=written, source="wall_clock")
 
-    def _claim_if_due(self) -> list[RawEntry]:
+    def _claim_if_due(self) -> bool:
+        """Every ``claim_interval_s``, take over what other consumers left pending longer than
+        ``claim_idle_s``; then drain our pending list from the start. Entries trimmed while
+        pending are dead-lettered here. Returns whether anything was taken."""
         now = time.monotonic()
         if now < self._next_claim:
-            return []
+            return False
         self._next_claim = now + self.settings.claim_interval_s
         claimed = self._retry(
             "redis",
@@ -302,11 +302,13 @@ class Worker:
                 count=self.settings.batch_max_entries,
             ),
         )
-        if claimed:
-            self.log.warning(
-                "entries_reclaimed", count=len(claimed), first_id=claimed[0].key.entry_id
-            )
-        return claimed
+        if claimed.gone:
+            self._process(claimed.gone)
+        if not claimed.taken:
+            return False
+        self.log.warning("entries_reclaimed", count=claimed.taken)
+        self._start_draining()
+        return True
 
     def _collect(self) -> list[RawEntry]:
         """Read up to ``batch_max_entries`` new entries within ``batch_max_wait_ms`` of the

@@ -164,3 +164,27 @@ def test_entries_trimmed_away_while_pending_are_dead_lettered_not_stuck(
     assert [r["fill_id"] for r in rows(db_url, "SELECT fill_id FROM paper_fills")] == ["kept"]
     assert worker.totals.dead_lettered == 2
     assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0
+
+
+def test_entries_trimmed_while_a_dead_consumer_held_them_are_dead_lettered(
+    settings, redis_client, db_url
+):
+    """Another consumer read entries and died; they were trimmed before they were claimed.
+    Redis 7's XCLAIM drops them from the pending list, Redis 6.2 claims them with no fields:
+    either way each gets a dead letter saying so, and the entry that is still there is
+    committed."""
+    trimmed = [publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": f"t-{n}"})
+               for n in range(2)]  # fmt: skip
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "kept"})
+    redis_client.xgroup_create(settings.fills_stream, settings.group, id="0", mkstream=True)
+    redis_client.xreadgroup(settings.group, "dead-consumer", {settings.fills_stream: ">"})
+    redis_client.xtrim(settings.fills_stream, maxlen=1, approximate=False)
+
+    worker = run_until_idle(settings.model_copy(update={"claim_idle_s": 0.1}))
+
+    letters = dead_letters(redis_client, settings.dlq_stream)
+    assert sorted(letter["source_id"] for letter in letters) == sorted(trimmed)
+    assert all("trimmed" in letter["error"] for letter in letters)
+    assert [r["fill_id"] for r in rows(db_url, "SELECT fill_id FROM paper_fills")] == ["kept"]
+    assert worker.totals.dead_lettered == 2
+    assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0

@@ -7,6 +7,7 @@ same paths run against real Redis and PostgreSQL in tests/integration.
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal as D
 
 import fakeredis
@@ -298,3 +299,37 @@ def test_one_busy_stream_does_not_starve_the_batches(settings, redis_client):
     )
     assert sum(store.batches) == 800
     assert len(store.batches) <= 12  # 8 full batches, and a few partial ones at the edges
+
+
+def test_a_claim_during_the_drain_never_overtakes_our_own_pending_entries(settings, redis_client):
+    """Our own pending entries go idle while they wait (a slow drain after an outage, a long
+    batch). A claim then must not hand them to the loop ahead of those already in hand: only
+    other consumers' entries are claimed, and what is claimed is drained in stream order with
+    the rest (CI once saw positions differ after a Redis cut because of this)."""
+    ids = []
+    for n in range(24):  # orders and fills interleaved, so the drain's merge point holds some back
+        ids.append(redis_client.xadd(settings.orders_stream, {
+            "order_id": f"o-{n}", "symbol": "BTCUSDT", "side": "BUY", "quantity": "1"},
+            id=f"{10 * n + 10}-0"))  # fmt: skip
+        ids.append(redis_client.xadd(settings.fills_stream, fill(n), id=f"{10 * n + 15}-0"))
+    for name in settings.streams():
+        redis_client.xgroup_create(name, settings.group, id="0", mkstream=True)
+    # A previous life of this consumer read everything and died before committing.
+    redis_client.xreadgroup(settings.group, settings.consumer_name,
+                            {settings.orders_stream: ">", settings.fills_stream: ">"})  # fmt: skip
+    store = MemoryStore()
+    seen = record_applied(store)
+    original = store.write_batch
+
+    def slow(items):  # the drain outlives claim_idle_s: the unread pending entries go idle
+        time.sleep(0.03)
+        return original(items)
+
+    store.write_batch = slow
+    fast = settings.model_copy(
+        update={"batch_max_entries": 4, "claim_idle_s": 0.1, "claim_interval_s": 0.02}
+    )
+    with capture_logs() as logs:
+        make_worker(fast, redis_client, store).run(until_idle=True)
+    assert seen == by_id(ids)
+    assert not [e for e in logs if e["event"] == "entries_reclaimed"]  # nothing was foreign

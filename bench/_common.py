@@ -161,11 +161,9 @@ def synthetic_archive(
     client = redis.Redis.from_url(settings.redis_dsn())
     try:
         started = time.perf_counter()
-        Publisher(
+        Publisher.for_settings(
             client,
-            orders_stream=settings.orders_stream,
-            fills_stream=settings.fills_stream,
-            marks_stream=settings.marks_stream,
+            settings,
             seed=seed,
             malformed_ratio=0.01,
             start=datetime(2099, 1, 1, tzinfo=UTC),

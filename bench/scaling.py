@@ -95,11 +95,9 @@ def main() -> int:
             client = redis.Redis.from_url(settings.redis_dsn())
             for name in streams:
                 client.xgroup_create(name, settings.group, id="0", mkstream=True)
-            Publisher(
+            Publisher.for_settings(
                 client,
-                orders_stream=settings.orders_stream,
-                fills_stream=settings.fills_stream,
-                marks_stream=settings.marks_stream,
+                settings,
                 seed=args.seed,
                 malformed_ratio=0.01,
                 start=datetime(2099, 1, 1, tzinfo=UTC),

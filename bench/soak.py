@@ -78,11 +78,9 @@ def main() -> int:
         dsn = s.database("soak", s.template())
         settings = s.settings(dsn)
         client = redis.Redis.from_url(settings.redis_dsn())
-        publisher = Publisher(
+        publisher = Publisher.for_settings(
             client,
-            orders_stream=settings.orders_stream,
-            fills_stream=settings.fills_stream,
-            marks_stream=settings.marks_stream,
+            settings,
             seed=args.seed,
             malformed_ratio=0.01,
             start=datetime(2099, 1, 1, tzinfo=UTC),

@@ -286,11 +286,9 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     seed = _seed(args)
     client = connect(url, cluster=settings.redis_cluster)
     try:
-        publisher = Publisher(
+        publisher = Publisher.for_settings(
             client,
-            orders_stream=settings.orders_stream,
-            fills_stream=settings.fills_stream,
-            marks_stream=settings.marks_stream,
+            settings,
             seed=seed,
             symbols=args.symbols or DEFAULT_SYMBOLS,
             malformed_ratio=args.malformed_ratio,

@@ -355,11 +355,9 @@ class Demo:
         seed = self.options.seed
         if seed is None:
             seed = random.SystemRandom().randrange(1_000_000)
-        return Publisher(
+        return Publisher.for_settings(
             client,
-            orders_stream=settings.orders_stream,
-            fills_stream=settings.fills_stream,
-            marks_stream=settings.marks_stream,
+            settings,
             seed=seed,
             symbols=self.options.symbols,
             malformed_ratio=self.options.malformed_ratio,

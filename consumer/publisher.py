@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal, NamedTuple
 
+from consumer.settings import Settings
 from consumer.shards import stream_for
 from consumer.stream import Client
 
@@ -212,6 +213,18 @@ class Publisher:
         self.totals = PublishStats()
 
     # -- control --------------------------------------------------------------------------------
+
+    @classmethod
+    def for_settings(cls, client: Client, settings: Settings, **options: Any) -> Publisher:
+        """A publisher to the streams ``settings`` names (orders, fills, marks); ``options``
+        are the other constructor arguments (``shards`` is the caller's to choose)."""
+        return cls(
+            client,
+            orders_stream=settings.orders_stream,
+            fills_stream=settings.fills_stream,
+            marks_stream=settings.marks_stream,
+            **options,
+        )
 
     def stop(self) -> None:
         """Make ``publish`` return soon (safe from another thread or a signal handler)."""

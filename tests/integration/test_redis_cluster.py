@@ -41,11 +41,9 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "A
 
 
 def _publisher(client: Any, settings: Settings, shards: int) -> Publisher:
-    return Publisher(
+    return Publisher.for_settings(
         client,
-        orders_stream=settings.orders_stream,
-        fills_stream=settings.fills_stream,
-        marks_stream=settings.marks_stream,
+        settings,
         seed=11,
         symbols=SYMBOLS,
         malformed_ratio=0.02,

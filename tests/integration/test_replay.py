@@ -33,11 +33,9 @@ EVENTS = 1500
 def _publish(settings: Settings, *, events: int = EVENTS, seed: int = 11) -> None:
     client = redis.Redis.from_url(settings.redis_dsn())
     try:
-        Publisher(
+        Publisher.for_settings(
             client,
-            orders_stream=settings.orders_stream,
-            fills_stream=settings.fills_stream,
-            marks_stream=settings.marks_stream,
+            settings,
             seed=seed,
             symbols=SYMBOLS,
             malformed_ratio=0.03,

@@ -48,11 +48,9 @@ SYMBOLS = (*DEFAULT_SYMBOLS, "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXU
 
 
 def _publisher(client: redis.Redis, settings: Settings, shards: int) -> Publisher:
-    return Publisher(
+    return Publisher.for_settings(
         client,
-        orders_stream=settings.orders_stream,
-        fills_stream=settings.fills_stream,
-        marks_stream=settings.marks_stream,
+        settings,
         seed=23,
         symbols=SYMBOLS,
         malformed_ratio=0.01,

@@ -49,11 +49,9 @@ def sharded(settings: Settings, redis_client: redis.Redis) -> Iterator[Settings]
 
 
 def _publisher(client: redis.Redis, settings: Settings, *, shards: int) -> Publisher:
-    return Publisher(
+    return Publisher.for_settings(
         client,
-        orders_stream=settings.orders_stream,
-        fills_stream=settings.fills_stream,
-        marks_stream=settings.marks_stream,
+        settings,
         seed=7,
         symbols=SYMBOLS,
         malformed_ratio=0.02,

@@ -174,3 +174,21 @@ def test_rate_is_honoured_across_calls_and_stop_ends_publishing():
     assert publisher.publish(100, rate_per_s=10).events == 0
     with pytest.raises(ValueError, match="rate_per_s"):
         make().publish(1, rate_per_s=0)
+
+
+def test_for_settings_publishes_to_the_configured_streams():
+    from consumer.settings import Settings  # noqa: PLC0415
+
+    settings = Settings(
+        database_url="postgresql://unused/db", redis_url="redis://unused", **STREAMS
+    )
+    client = fakeredis.FakeRedis(decode_responses=True)
+    stats = Publisher.for_settings(client, settings, seed=7, start=START, run_id="r1").publish(300)
+    on_streams = published(client)
+    assert stats.events == 300 == sum(len(entries) for entries in on_streams.values())
+    assert all(on_streams[name] for name in KINDS)
+    # The same events as a publisher given the names one by one.
+    other = fakeredis.FakeRedis(decode_responses=True)
+    make(other).publish(300)
+    fields = {name: [f for _, f in entries] for name, entries in on_streams.items()}
+    assert {name: [f for _, f in entries] for name, entries in published(other).items()} == fields

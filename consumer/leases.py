@@ -35,7 +35,7 @@ import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -44,10 +44,10 @@ from consumer import events, shards
 from consumer.errors import DatabaseUnavailableError, LeaseLostError, RedisUnavailableError
 from consumer.logs import get_logger
 from consumer.observer import Observer
-from consumer.records import EntryKey, ParsedEntry, RawEntry
+from consumer.records import ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.store import BatchResult, Fence, LeaseStore, PostgresStore
-from consumer.stream import Claimed, RedisStream, check_cluster_layout
+from consumer.stream import RedisStream, check_cluster_layout
 from consumer.worker import EXIT_GRACE_EXPIRED, EXIT_OK, Worker
 
 T = TypeVar("T")
@@ -94,57 +94,15 @@ class LeasedStream(RedisStream):
     @classmethod
     def for_shard(cls, settings: Settings, shard: int, lease: LocalLease) -> LeasedStream:
         """The streams of ``settings`` (already the shard's: ``shards.shard_settings``)."""
-        stream = cls(
-            settings.redis_dsn(),
-            streams=settings.streams(),
-            group=settings.group,
-            consumer=settings.consumer_name,
-            dlq_stream=settings.dlq_stream,
-            start_id=settings.group_start_id,
-            cluster=settings.redis_cluster,
-        )
+        stream = cls.from_settings(settings)
         stream.lease, stream.shard = lease, shard
         return stream
 
-    def read(
-        self,
-        *,
-        count: int,
-        block_ms: int | None,
-        pending: bool,
-        after: Mapping[str, str] | None = None,
-        streams: Sequence[str] | None = None,
-        new: Collection[str] = (),
-    ) -> list[RawEntry]:
+    def _guard(self, block_ms: int | None = None) -> int | None:
+        """Refuse (``LeaseLostError``) once the lease may have expired; a read blocks no longer
+        than the lease has left."""
         left_ms = int(self.lease.check(self.shard) * 1000)
-        if block_ms is not None:
-            block_ms = max(1, min(block_ms, left_ms))
-        return super().read(
-            count=count,
-            block_ms=block_ms,
-            pending=pending,
-            after=after,
-            streams=streams,
-            new=new,
-        )
-
-    def claim_stale(self, *, min_idle_ms: int, count: int) -> Claimed:
-        self.lease.check(self.shard)
-        return super().claim_stale(min_idle_ms=min_idle_ms, count=count)
-
-    def adopt_pending(self, page: int = 1000) -> int:
-        self.lease.check(self.shard)
-        return super().adopt_pending(page)
-
-    def ack(self, keys: Sequence[EntryKey]) -> None:
-        self.lease.check(self.shard)
-        super().ack(keys)
-
-    def dead_letter_and_ack(
-        self, dead: Sequence[tuple[RawEntry, str]], ack: Sequence[EntryKey]
-    ) -> None:
-        self.lease.check(self.shard)
-        super().dead_letter_and_ack(dead, ack)
+        return None if block_ms is None else max(1, min(block_ms, left_ms))
 
 
 class ShardsProbe(RedisStream):

@@ -919,41 +919,38 @@ _TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 _DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 
-class PostgresStore:
-    """Writes batches to PostgreSQL through a small connection pool (opened explicitly)."""
+class _Pooled:
+    """A small pool of the worker's connections (opened explicitly) and transactions over it:
+    a connection problem is ``DatabaseUnavailableError``, data PostgreSQL refuses is
+    ``refused`` (the class attribute)."""
+
+    refused: type[Exception] = RejectedByDatabaseError
 
     def __init__(
         self,
         dsn: str,
         *,
-        group: str,
-        archive: bool = False,
-        start_balance: Decimal | None = None,
-        connect_timeout_s: float = 5.0,
+        name: str,
+        max_size: int,
+        connect_timeout_s: float,
+        server_prepared: bool = True,
     ) -> None:
-        self._group = group
-        self._start_balance = start_balance
-        self._archive = archive
         self._timeout = connect_timeout_s
+        kwargs: dict[str, Any] = {
+            "connect_timeout": max(1, round(connect_timeout_s)),
+            "autocommit": False,
+        }
+        if not server_prepared:
+            kwargs["prepare_threshold"] = None
         self._pool = ConnectionPool(
             dsn,
             min_size=1,
-            max_size=2,
+            max_size=max_size,
             open=False,
-            # No server-side prepared statements: psycopg prepares a statement on its 5th run, and
-            # PostgreSQL may then keep a generic plan chosen while the tables were small (a scan
-            # of every fill or order against the batch's id list), whose cost grows with the
-            # tables: in bench/latency.py APPLY_STATS_DELTA went 1.3 → 4.2 ms and
-            # SELECT_ORDERS_FOR_UPDATE 0.4 → 1.2 ms within a minute. Planned each time, both
-            # stay flat (p99 34 → 25 ms).
-            kwargs={
-                "connect_timeout": max(1, round(connect_timeout_s)),
-                "autocommit": False,
-                "prepare_threshold": None,
-            },
+            kwargs=kwargs,
             check=ConnectionPool.check_connection,
             configure=_announce_worker,
-            name="paper-consumer",
+            name=name,
         )
 
     def open(self) -> None:
@@ -969,13 +966,43 @@ class PostgresStore:
             with _pooled_transaction(self._pool, self._timeout) as conn:
                 yield conn
         except _DATA_ERRORS as exc:
-            raise RejectedByDatabaseError(_describe(exc)) from exc
+            raise self.refused(_describe(exc)) from exc
         except _TRANSIENT as exc:
             raise DatabaseUnavailableError(_describe(exc)) from exc
 
     def ping(self) -> None:
         with self._transaction() as conn:
             conn.execute(PING)
+
+
+class PostgresStore(_Pooled):
+    """Writes batches to PostgreSQL through a small connection pool (opened explicitly)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        group: str,
+        archive: bool = False,
+        start_balance: Decimal | None = None,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        # No server-side prepared statements: psycopg prepares a statement on its 5th run, and
+        # PostgreSQL may then keep a generic plan chosen while the tables were small (a scan
+        # of every fill or order against the batch's id list), whose cost grows with the
+        # tables: in bench/latency.py APPLY_STATS_DELTA went 1.3 → 4.2 ms and
+        # SELECT_ORDERS_FOR_UPDATE 0.4 → 1.2 ms within a minute. Planned each time, both
+        # stay flat (p99 34 → 25 ms).
+        super().__init__(
+            dsn,
+            name="paper-consumer",
+            max_size=2,
+            connect_timeout_s=connect_timeout_s,
+            server_prepared=False,
+        )
+        self._group = group
+        self._start_balance = start_balance
+        self._archive = archive
 
     def write_batch(self, items: Sequence[ParsedEntry], fence: Fence | None = None) -> BatchResult:
         """Apply ``items`` (validated, in stream order) in one transaction; see module doc.
@@ -2120,44 +2147,22 @@ def check_fence(conn: psycopg.Connection[dict[str, Any]], fence: Fence) -> None:
         )
 
 
-class LeaseStore:
-    """Membership and leases of one worker process (its own small pool, opened explicitly)."""
+class LeaseStore(_Pooled):
+    """Membership and leases of one worker process (its own small pool, opened explicitly).
+    Every failure here is ``DatabaseUnavailableError``: the runner retries it or lets the
+    local leases run out."""
+
+    refused = DatabaseUnavailableError
 
     def __init__(
         self, dsn: str, *, group: str, member: str, ttl_s: float, connect_timeout_s: float = 5.0
     ) -> None:
+        super().__init__(
+            dsn, name="paper-consumer-leases", max_size=1, connect_timeout_s=connect_timeout_s
+        )
         self.group = group
         self.member = member
         self.ttl_s = ttl_s
-        self._timeout = connect_timeout_s
-        self._pool = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=1,
-            open=False,
-            kwargs={"connect_timeout": max(1, round(connect_timeout_s)), "autocommit": False},
-            check=ConnectionPool.check_connection,
-            configure=_announce_worker,
-            name="paper-consumer-leases",
-        )
-
-    def open(self) -> None:
-        self._pool.open(wait=False)
-
-    def close(self) -> None:
-        self._pool.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        try:
-            with _pooled_transaction(self._pool, self._timeout) as conn:
-                yield conn
-        except (*_TRANSIENT, *_DATA_ERRORS) as exc:
-            raise DatabaseUnavailableError(_describe(exc)) from exc
-
-    def ping(self) -> None:
-        with self._transaction() as conn:
-            conn.execute(PING)
 
     def heartbeat(self) -> list[str]:
         """Say this member is alive (for ``ttl_s``); return the live members, in name order."""

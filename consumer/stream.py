@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 import redis
 from redis.backoff import NoBackoff
@@ -160,7 +160,7 @@ class RedisStream:
         self._conn: Client | None = client  # connected on first use (``_client``)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisStream:
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Self:
         """The worker's streams, group and consumer name as configured."""
         return cls(
             settings.redis_dsn(),
@@ -172,6 +172,11 @@ class RedisStream:
             cluster=settings.redis_cluster,
             **kwargs,
         )
+
+    def _guard(self, block_ms: int | None = None) -> int | None:
+        """Runs before every command that reads, claims or acknowledges; returns how long a
+        read may block. A subclass refuses here (``leases.LeasedStream``: without a lease)."""
+        return block_ms
 
     def _connect(self) -> Client:
         return make_client(
@@ -240,6 +245,7 @@ class RedisStream:
         unacked ones with ids above ``after[stream]`` (default ``0``: from the start of our
         pending list) — except the streams in ``new``, read for new entries in the same command.
         ``count`` applies to each stream."""
+        block_ms = self._guard(block_ms)
         names = list(streams) if streams is not None else self.streams
         history = [name for name in names if pending and name not in new]
         starts = dict.fromkeys(names, ">")
@@ -298,6 +304,7 @@ class RedisStream:
         handing them over apart from the rest would apply them out of order. The claimed
         entries are not returned: they are now in our pending list, to be read from there in
         order. Entries trimmed from the stream while pending are returned apart (``gone``)."""
+        self._guard()
         taken, gone = 0, []
         with _translated(self._url):
             for stream in self.streams:
@@ -345,6 +352,7 @@ class RedisStream:
         then XCLAIM JUSTID with no idle time; JUSTID leaves delivery counts alone). A new shard
         owner does this before it reads anything, then re-reads them in order as its own.
         Returns how many entries were adopted."""
+        self._guard()
         adopted = 0
         with _translated(self._url):
             for stream in self.streams:
@@ -375,6 +383,7 @@ class RedisStream:
 
     def ack(self, keys: Sequence[EntryKey]) -> None:
         """XACK ``keys`` (after their effects are committed)."""
+        self._guard()
         if not keys:
             return
         by_stream: dict[str, list[str]] = {}
@@ -390,6 +399,7 @@ class RedisStream:
         self, dead: Sequence[tuple[RawEntry, str]], ack: Sequence[EntryKey]
     ) -> None:
         """Atomically copy ``dead`` entries to the dead-letter stream and XACK them and ``ack``."""
+        self._guard()
         if not dead:
             self.ack(ack)
             return

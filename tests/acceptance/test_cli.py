@@ -6,7 +6,6 @@ test's own PAPER_*/DATABASE_URL/REDIS_URL variables are removed first so nothing
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,16 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pipeline import rows
+from tests.support.pipeline import clean_environ, rows
 
 REPO = Path(__file__).resolve().parents[2]
-_CONNECTION_VARS = re.compile(r"^(PAPER_|DATABASE_URL$|REDIS_|POSTGRES_)")
 
 
 def cli(
     *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not _CONNECTION_VARS.match(k)}
+    clean = clean_environ()
     return subprocess.run(
         [sys.executable, "-m", "consumer", *args],
         env={**clean, **(env or {})},

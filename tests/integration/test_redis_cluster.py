@@ -12,7 +12,6 @@ tag over every name makes an unsharded worker work.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -32,9 +31,16 @@ from consumer.publisher import Publisher
 from consumer.settings import Settings
 from consumer.shards import all_shard_streams, shard_settings
 from consumer.stream import RedisStream, connect, slot_of
-from tests.acceptance.test_cli import _CONNECTION_VARS, REPO, cli
+from tests.acceptance.test_cli import REPO, cli
 from tests.support.cluster import Cluster
-from tests.support.pipeline import dead_letters, publish, rows, run_until_idle, snapshot
+from tests.support.pipeline import (
+    dead_letters,
+    publish,
+    rows,
+    run_until_idle,
+    snapshot,
+    worker_env,
+)
 
 SHARDS, WORKERS, EVENTS = 4, 2, 1200
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LTCUSDT")
@@ -54,25 +60,9 @@ def _publisher(client: Any, settings: Settings, shards: int) -> Publisher:
 
 
 def _env(settings: Settings, name: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not _CONNECTION_VARS.match(k)}
-    return {
-        **clean,
-        "DATABASE_URL": settings.database_dsn(),
-        "REDIS_URL": settings.redis_dsn(),
-        "PAPER_REDIS_CLUSTER": "true",
-        "PAPER_ORDERS_STREAM": settings.orders_stream,
-        "PAPER_FILLS_STREAM": settings.fills_stream,
-        "PAPER_MARKS_STREAM": settings.marks_stream or "",
-        "PAPER_DLQ_STREAM": settings.dlq_stream,
-        "PAPER_CONSUMER_NAME": name,
-        "PAPER_SHARDS": str(settings.shards),
-        "PAPER_LEASE_TTL_S": "2",
-        "PAPER_BLOCK_MS": "100",
-        "PAPER_BATCH_MAX_WAIT_MS": "20",
-        "PAPER_METRICS_PORT": "0",
-        "PAPER_LOG_FORMAT": "json",
-        "PAPER_LOG_LEVEL": "info",
-    }
+    return worker_env(
+        settings, name, PAPER_REDIS_CLUSTER="true", PAPER_LEASE_TTL_S="2", PAPER_LOG_LEVEL="info"
+    )
 
 
 def _names(prefix: str) -> dict[str, str]:

@@ -16,9 +16,7 @@ differ between the sharded and the single run (docs/scaling.md "P&L snapshots").
 
 from __future__ import annotations
 
-import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -37,10 +35,15 @@ from consumer.replay import SourceSpec, replay
 from consumer.settings import Settings
 from consumer.shards import all_shard_streams, lease_count, shard_settings
 from consumer.stream import RedisStream
-from tests.support.pipeline import rows, run_until_idle, snapshot, without_mark_terms
+from tests.support.pipeline import (
+    rows,
+    run_until_idle,
+    snapshot,
+    without_mark_terms,
+    worker_env,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-_CONNECTION_VARS = re.compile(r"^(PAPER_|DATABASE_URL$|REDIS_|POSTGRES_)")
 SHARDS, WORKERS, EVENTS, RATE = 8, 4, 4000, 400.0
 SYMBOLS = (*DEFAULT_SYMBOLS, "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT",
            "DOTUSDT", "LINKUSDT", "LTCUSDT", "TRXUSDT", "ATOMUSDT", "NEARUSDT", "APTUSDT",
@@ -63,27 +66,15 @@ def _publisher(client: redis.Redis, settings: Settings, shards: int) -> Publishe
 
 
 def _env(settings: Settings, name: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not _CONNECTION_VARS.match(k)}
-    return {
-        **clean,
-        "DATABASE_URL": settings.database_dsn(),
-        "REDIS_URL": settings.redis_dsn(),
-        "PAPER_ORDERS_STREAM": settings.orders_stream,
-        "PAPER_FILLS_STREAM": settings.fills_stream,
-        "PAPER_MARKS_STREAM": settings.marks_stream or "",
-        "PAPER_DLQ_STREAM": settings.dlq_stream,
-        "PAPER_CONSUMER_NAME": name,
-        "PAPER_SHARDS": str(settings.shards),
-        "PAPER_LEASE_TTL_S": "1.5",
-        "PAPER_BLOCK_MS": "100",
-        "PAPER_BATCH_MAX_WAIT_MS": "20",
-        "PAPER_BATCH_MAX_ENTRIES": "200",
+    return worker_env(
+        settings,
+        name,
+        PAPER_LEASE_TTL_S="1.5",
+        PAPER_BATCH_MAX_ENTRIES="200",
         # Kills redeliver the entries in flight; this scenario is not about poison entries.
-        "PAPER_MAX_DELIVERIES": "50",
-        "PAPER_METRICS_PORT": "0",
-        "PAPER_LOG_FORMAT": "json",
-        "PAPER_LOG_LEVEL": "warning",
-    }
+        PAPER_MAX_DELIVERIES="50",
+        PAPER_LOG_LEVEL="warning",
+    )
 
 
 def _drained(settings: Settings) -> bool:

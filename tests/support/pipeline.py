@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +24,36 @@ from consumer.settings import Settings
 from consumer.store import PostgresStore
 from consumer.stream import RedisStream
 from consumer.worker import Worker
+
+CONNECTION_VARS = re.compile(r"^(PAPER_|DATABASE_URL$|REDIS_|POSTGRES_)")
+"""This process's variables that must not leak into a ``paper-consumer`` subprocess."""
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without its connection and ``PAPER_*`` settings."""
+    return {k: v for k, v in os.environ.items() if not CONNECTION_VARS.match(k)}
+
+
+def worker_env(settings: Settings, name: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``python -m consumer run`` subprocess named ``name`` with the
+    servers, streams and shards of ``settings``, tuned for tests (short blocks and waits, no
+    metrics port, JSON logs); ``extra`` adds or overrides variables."""
+    return {
+        **clean_environ(),
+        "DATABASE_URL": settings.database_dsn(),
+        "REDIS_URL": settings.redis_dsn(),
+        "PAPER_ORDERS_STREAM": settings.orders_stream,
+        "PAPER_FILLS_STREAM": settings.fills_stream,
+        "PAPER_MARKS_STREAM": settings.marks_stream or "",
+        "PAPER_DLQ_STREAM": settings.dlq_stream,
+        "PAPER_CONSUMER_NAME": name,
+        "PAPER_SHARDS": str(settings.shards),
+        "PAPER_BLOCK_MS": "100",
+        "PAPER_BATCH_MAX_WAIT_MS": "20",
+        "PAPER_METRICS_PORT": "0",  # no endpoint: tests must not bind a fixed port
+        "PAPER_LOG_FORMAT": "json",
+        **extra,
+    }
 
 
 def publish(client: redis.Redis, stream: str, fields: Mapping[str, Any]) -> str:

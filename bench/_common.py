@@ -234,3 +234,35 @@ def table_counts(dsn: str) -> dict[str, int]:
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
             for t in COPIED
         }
+
+
+def sql_breakdown() -> dict[str, list[float]]:
+    """Time every ``Connection.execute`` of the worker by the name of its SQL constant in
+    ``consumer/store.py`` (wall time including the round trip); returns the live table."""
+    from consumer import store  # noqa: PLC0415
+
+    names = {v: k for k, v in vars(store).items() if isinstance(v, str) and k.isupper()}
+    table: dict[str, list[float]] = {}
+    original = psycopg.Connection.execute
+
+    def timed(self: Any, query: Any, *a: Any, **k: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(self, query, *a, **k)
+        finally:
+            name = names.get(query, "other") if isinstance(query, str) else "other"
+            table.setdefault(name, []).append(time.perf_counter() - started)
+
+    psycopg.Connection.execute = timed  # type: ignore[method-assign]
+    return table
+
+
+def print_breakdown(table: dict[str, list[float]], wall_s: float, batches: int = 0) -> None:
+    """One line per statement, the costliest first: total, share of ``wall_s``, count, the
+    last run, and (with ``batches``) the mean per batch."""
+    for name, times in sorted(table.items(), key=lambda kv: -sum(kv[1])):
+        per_batch = f" {1000 * sum(times) / batches:6.2f} ms/batch" if batches else ""
+        print(
+            f"    {name:28s} {sum(times):7.2f} s {100 * sum(times) / wall_s:5.1f} % "
+            f"n={len(times):5d} last={times[-1] * 1000:7.1f} ms{per_batch}"
+        )

@@ -1,6 +1,6 @@
 """Latency at a steady rate: XADD → COMMIT, p50 / p99 / max.
 
-    python bench/latency.py [--rate 1000] [--seconds 60] [--batch-max-wait-ms 5]
+    python bench/latency.py [--rate 1000] [--seconds 60] [--batch-max-wait-ms 5] [--sql-breakdown]
 
 A publisher *process* (no GIL shared with the worker) sends ``--rate`` events/s for ``--seconds``
 (``Publisher``, seed 9, orders + fills + marks, no malformed entries), one XADD each, on a fixed
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis
-from _common import REDIS_URL, machine, scratch
+from _common import REDIS_URL, machine, print_breakdown, scratch, sql_breakdown
 
 from consumer.logs import configure
 from consumer.publisher import Publisher
@@ -75,9 +75,12 @@ class CommitClock:
         self.store = store
         self.samples: list[tuple[float, float]] = []  # (commit wall time, latency s)
         self.batches: list[int] = []
+        self.store_s = 0.0  # time inside write_batch (the transaction, COMMIT included)
 
     def write_batch(self, items: Sequence[ParsedEntry]) -> BatchResult:
+        started = time.perf_counter()
         result = self.store.write_batch(items)
+        self.store_s += time.perf_counter() - started
         now = time.time()
         rejected = {id(item) for item, _ in result.rejected}
         self.batches.append(len(items))
@@ -102,6 +105,9 @@ def main() -> int:
     parser.add_argument("--batch-max-wait-ms", type=int, default=5)
     parser.add_argument("--batch-max-entries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument(
+        "--sql-breakdown", action="store_true", help="time each SQL statement of the worker"
+    )
     args = parser.parse_args()
     configure("json", "warning")
     print(f"machine: {machine()}")
@@ -137,7 +143,10 @@ def main() -> int:
 
         proc.start()
         threading.Thread(target=stop_when_done, daemon=True).start()
+        breakdown = sql_breakdown() if args.sql_breakdown else None
+        started = time.perf_counter()
         worker.run()
+        wall_s = time.perf_counter() - started
         stream.close()
         store.close()
 
@@ -165,6 +174,15 @@ def main() -> int:
             windows.setdefault(int((t - t0) // 10), []).append(lat * 1000)
         result["p99_ms_per_10s"] = [round(pct(v, 99), 1) for _, v in sorted(windows.items())]
         print(f"p99 per 10 s window (the day's stats grow): {result['p99_ms_per_10s']}")
+        batches = max(1, len(clock.batches))
+        result["store_ms_per_batch"] = round(1000 * clock.store_s / batches, 2)
+        print(
+            f"per batch: {result['store_ms_per_batch']} ms in write_batch (transaction and "
+            f"COMMIT), of a {1000 * wall_s / batches:.2f} ms cycle (read, validate, write, ack, "
+            "idle waits)"
+        )
+        if breakdown is not None:
+            print_breakdown(breakdown, wall_s, batches)
         print("result " + json.dumps(result))
     return 0
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import psycopg
 import redis
-from _common import copy_ceiling, machine, scratch, table_counts
+from _common import copy_ceiling, machine, print_breakdown, scratch, sql_breakdown, table_counts
 
 from consumer.logs import configure
 from consumer.observer import Observer
@@ -62,27 +62,6 @@ def publish(
         start=start,
         run_id=f"tp{seed}",
     ).publish(events)
-
-
-def sql_breakdown() -> dict[str, list[float]]:
-    """Time every ``Connection.execute`` of the worker by the name of its SQL constant in
-    ``consumer/store.py`` (wall time including the round trip); returns the live table."""
-    from consumer import store  # noqa: PLC0415
-
-    names = {v: k for k, v in vars(store).items() if isinstance(v, str) and k.isupper()}
-    table: dict[str, list[float]] = {}
-    original = psycopg.Connection.execute
-
-    def timed(self: Any, query: Any, *a: Any, **k: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(self, query, *a, **k)
-        finally:
-            name = names.get(query, "other") if isinstance(query, str) else "other"
-            table.setdefault(name, []).append(time.perf_counter() - started)
-
-    psycopg.Connection.execute = timed  # type: ignore[method-assign]
-    return table
 
 
 class LastAck(Observer):
@@ -258,11 +237,7 @@ def main() -> int:
         breakdown = sql_breakdown() if args.sql_breakdown else None
         worker_s, returned_s, worker = run_worker(settings, args.profile)
         if breakdown is not None:
-            for name, times in sorted(breakdown.items(), key=lambda kv: -sum(kv[1])):
-                print(
-                    f"    {name:28s} {sum(times):7.2f} s {100 * sum(times) / worker_s:5.1f} % "
-                    f"n={len(times):5d} last={times[-1] * 1000:7.1f} ms"
-                )
+            print_breakdown(breakdown, worker_s)
         pending = sum(
             int(client.xpending(st, settings.group)["pending"]) for st in settings.streams()
         )

@@ -126,6 +126,26 @@ def test_value_rejected_by_postgres_is_isolated_by_splitting(settings, redis_cli
     assert worker.totals.fills == 6
 
 
+def test_a_later_statement_of_the_batch_refusing_is_isolated_too(settings, redis_client, db_url):
+    """Each fill fits, but the second makes the position's quantity overflow DECIMAL(18,8): the
+    refusal comes from the position upsert, a statement whose result the batch never reads
+    (the transaction runs in pipeline mode, so it surfaces at a later sync). It must still be
+    the data error, isolated by splitting, and not an outage retried forever."""
+    huge = {**GOOD_FILL, "symbol": "DOGEUSDT", "quantity": "9999999999", "price": "0.01"}
+    publish(redis_client, settings.fills_stream, {**huge, "fill_id": "big-1", "order_id": "b1"})
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "ok-1"})
+    publish(redis_client, settings.fills_stream, {**huge, "fill_id": "big-2", "order_id": "b2"})
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "ok-2"})
+    worker = run_until_idle(settings)
+    (letter,) = dead_letters(redis_client, settings.dlq_stream)
+    assert letter["fill_id"] == "big-2"
+    assert "PostgreSQL" in letter["error"]
+    assert "overflow" in letter["error"], letter["error"]
+    assert position(db_url, "DOGEUSDT") == (D("9999999999"), D("0.01"), D(0))
+    assert position(db_url, "BTCUSDT") == (D(2), D(100), D(0))
+    assert worker.totals.fills == 3
+
+
 def test_poison_entry_delivered_too_often_is_dead_lettered(settings, redis_client, db_url):
     entry_id = publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "p-1"})
     redis_client.xgroup_create(settings.fills_stream, settings.group, id="0", mkstream=True)

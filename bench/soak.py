@@ -13,7 +13,9 @@ entries committed (``paper_consumer_offsets``), and prints the rate of that inte
 entries-added of the dead-letter stream). It stops at N such entries, or after
 ``--max-minutes`` (then reports how many it ran).
 Verdict (the first three samples are start-up): RSS max < 200 MB, and the mean rate of the last
-quarter of the samples is not below 80 % of the first quarter's.
+quarter of the samples is not below 80 % of the first quarter's. The summary also gives the
+share of samples with no backlog (the rate then is the publisher's, ~6,000/s) and the size of
+each paper table at the end.
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ def committed(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT coalesce(sum(entries_committed), 0) FROM paper_consumer_offsets")
         return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def table_sizes(dsn: str) -> dict[str, float]:
+    """MB on disk (heap, indexes, TOAST) of each paper table: what grows in a soak."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT relname, pg_total_relation_size(relid) FROM pg_stat_user_tables "
+            "WHERE relname LIKE 'paper%%' ORDER BY 2 DESC"
+        ).fetchall()
+    return {name: round(size / 2**20, 1) for name, size in rows if size >= 2**20}
 
 
 def trim_delivered(client: redis.Redis, streams: list[str], group: str) -> int:
@@ -170,6 +182,9 @@ def main() -> int:
             "rate_last_quarter": round(last),
             "memory_flat": rss_max < 200,
             "no_decay": last >= 0.8 * first,
+            # Samples with no backlog: the worker kept up and the rate is the publisher's.
+            "publisher_bound_share": round(sum(1 for x in warm if x["lag"] == 0) / len(warm), 2),
+            "table_mb": table_sizes(dsn),
         }
         print("summary " + json.dumps(summary), flush=True)
         if args.json_out:

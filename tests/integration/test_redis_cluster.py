@@ -235,6 +235,44 @@ def test_one_hash_tag_lets_an_unsharded_worker_run_on_a_cluster(
         client.close()
 
 
+def test_a_dead_consumers_entries_are_claimed_on_a_cluster(
+    redis_cluster: Cluster, settings: Settings, db_url: str
+) -> None:
+    """Claims on a cluster (XPENDING IDLE + XCLAIM JUSTID, then a drain of our own pending
+    list): another consumer read every entry and died; one of them was trimmed meanwhile.
+    The worker commits the others in stream order and dead-letters the trimmed one."""
+    tag = "{" + uuid.uuid4().hex[:8] + "}"
+    on_cluster = settings.model_copy(
+        update={
+            **_names(tag),
+            "redis_url": SecretStr(redis_cluster.url),
+            "redis_cluster": True,
+            "claim_idle_s": 0.2,
+        }
+    )
+    client = redis.RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+    try:
+        fill = {"order_id": "o-1", "symbol": "BTCUSDT", "side": "BUY", "quantity": "1"}
+        ids = [
+            publish(client, on_cluster.fills_stream, {**fill, "fill_id": f"f-{n}", "price": p})  # type: ignore[arg-type]
+            for n, p in enumerate(["100", "110", "90", "120"])
+        ]
+        client.xgroup_create(on_cluster.fills_stream, on_cluster.group, id="0")
+        client.xreadgroup(on_cluster.group, "dead", {on_cluster.fills_stream: ">"})
+        client.xdel(on_cluster.fills_stream, ids[0])  # trimmed while "dead" held it
+        worker = run_until_idle(on_cluster)
+        assert worker.totals.fills == 3
+        (letter,) = dead_letters(client, on_cluster.dlq_stream)  # type: ignore[arg-type]
+        assert letter["source_id"] == ids[0]
+        assert "trimmed" in letter["error"]
+        got = rows(db_url, "SELECT fill_id FROM paper_fills ORDER BY filled_at, fill_id")
+        assert [r["fill_id"] for r in got] == ["f-1", "f-2", "f-3"]
+        assert client.xpending(on_cluster.fills_stream, on_cluster.group)["pending"] == 0
+    finally:
+        client.delete(*_names(tag).values())
+        client.close()
+
+
 def test_a_cluster_setting_against_a_plain_server_or_nothing_says_which(redis_url: str) -> None:
     """A single-node server (or database other than 0) under PAPER_REDIS_CLUSTER is a
     configuration error; no node reachable is the usual outage, raised on first use (the

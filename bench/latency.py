@@ -122,13 +122,7 @@ def main() -> int:
         store.open()
         store.ping()
         clock = CommitClock(store)
-        stream = RedisStream(
-            settings.redis_dsn(),
-            streams=settings.streams(),
-            group=settings.group,
-            consumer=settings.consumer_name,
-            dlq_stream=settings.dlq_stream,
-        )
+        stream = RedisStream.from_settings(settings)
         stream.ensure_groups()
         worker = Worker(settings, clock, stream)  # type: ignore[arg-type]
         streams = (settings.orders_stream, settings.fills_stream, settings.marks_stream or "")

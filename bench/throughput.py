@@ -76,13 +76,7 @@ class LastAck(Observer):
 def run_worker(settings: Settings, profile: str | None) -> tuple[float, float, Worker]:
     store = PostgresStore(settings.database_dsn(), group=settings.group)
     store.open()
-    stream = RedisStream(
-        settings.redis_dsn(),
-        streams=settings.streams(),
-        group=settings.group,
-        consumer=settings.consumer_name,
-        dlq_stream=settings.dlq_stream,
-    )
+    stream = RedisStream.from_settings(settings)
     last_ack = LastAck()
     worker = Worker(settings, store, stream, last_ack)
     store.ping()  # the pool's first connection is made before the clock starts

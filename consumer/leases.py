@@ -114,14 +114,7 @@ class ShardsProbe(RedisStream):
     @classmethod
     def for_settings(cls, settings: Settings) -> ShardsProbe:
         parts = [shards.shard_settings(settings, k) for k in range(shards.lease_count(settings))]
-        probe = cls(
-            settings.redis_dsn(),
-            streams=[name for part in parts for name in part.streams()],
-            group=settings.group,
-            consumer=settings.consumer_name,
-            dlq_stream=settings.dlq_stream,
-            cluster=settings.redis_cluster,
-        )
+        probe = cls.from_settings(settings, streams=[n for part in parts for n in part.streams()])
         probe.dlqs = [part.dlq_stream for part in parts]
         return probe
 

@@ -44,14 +44,7 @@ def gather_shards(settings: Settings) -> list[dict[str, Any]]:
     ``heartbeat_at``, ``heartbeat_age_s``, ``expires_at``, ``length``, ``lag`` (None: unknown),
     ``pending`` and ``dead_letters`` (its dead-letter stream's length)."""
     dlqs = [shard_settings(settings, k).dlq_stream for k in range(settings.shards)]
-    stream = RedisStream(
-        settings.redis_dsn(),
-        streams=[*all_shard_streams(settings), *dlqs],
-        group=settings.group,
-        consumer=settings.consumer_name,
-        dlq_stream=settings.dlq_stream,
-        cluster=settings.redis_cluster,
-    )
+    stream = RedisStream.from_settings(settings, streams=[*all_shard_streams(settings), *dlqs])
     try:
         states = {s["stream"]: s for s in stream.group_state()}
     finally:

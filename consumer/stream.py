@@ -160,18 +160,20 @@ class RedisStream:
         self._conn: Client | None = client  # connected on first use (``_client``)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> Self:
-        """The worker's streams, group and consumer name as configured."""
-        return cls(
-            settings.redis_dsn(),
-            streams=settings.streams(),
-            group=settings.group,
-            consumer=settings.consumer_name,
-            dlq_stream=settings.dlq_stream,
-            start_id=settings.group_start_id,
-            cluster=settings.redis_cluster,
-            **kwargs,
-        )
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """The worker's streams, group, consumer name and Redis (cluster or not) as configured;
+        ``overrides`` replace any of them (``streams=``, ``consumer=``) or add the other
+        arguments (``client=``)."""
+        options: dict[str, Any] = {
+            "streams": settings.streams(),
+            "group": settings.group,
+            "consumer": settings.consumer_name,
+            "dlq_stream": settings.dlq_stream,
+            "start_id": settings.group_start_id,
+            "cluster": settings.redis_cluster,
+        }
+        options.update(overrides)
+        return cls(settings.redis_dsn(), **options)
 
     def _guard(self, block_ms: int | None = None) -> int | None:
         """Runs before every command that reads, claims or acknowledges; returns how long a

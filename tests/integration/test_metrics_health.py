@@ -58,13 +58,7 @@ def value(found, name: str, **labels: str) -> float:
 def monitored_worker(settings: Settings) -> Iterator[tuple[Worker, object, RedisStream]]:
     store = PostgresStore(settings.database_dsn(), group=settings.group, connect_timeout_s=2)
     store.open()
-    stream = RedisStream(
-        settings.redis_dsn(),
-        streams=settings.streams(),
-        group=settings.group,
-        consumer=settings.consumer_name,
-        dlq_stream=settings.dlq_stream,
-    )
+    stream = RedisStream.from_settings(settings)
     monitoring = start_monitoring(settings, stream, store.ping, port=0)
     try:
         yield Worker(settings, store, stream, monitoring.metrics), monitoring, stream

@@ -78,12 +78,8 @@ def _env(settings: Settings, name: str) -> dict[str, str]:
 
 
 def _drained(settings: Settings) -> bool:
-    stream = RedisStream(
-        settings.redis_dsn(),
-        streams=all_shard_streams(settings),
-        group=settings.group,
-        consumer="observer",
-        dlq_stream=settings.dlq_stream,
+    stream = RedisStream.from_settings(
+        settings, streams=all_shard_streams(settings), consumer="observer"
     )
     try:
         states = stream.group_state()

@@ -8,12 +8,11 @@ its pool makes.
 
 from __future__ import annotations
 
-from consumer.store import APPLY_STATS_DELTA, PostgresStore
+from consumer.store import APPLY_STATS_DELTA, PostgresStore, _StatsDelta
+from tests.support.pipeline import publish, run_until_idle
 
 
 def test_every_store_connection_prepares_and_plans_each_run(db_url, settings, redis_client):
-    from tests.support.pipeline import publish, run_until_idle  # noqa: PLC0415
-
     store = PostgresStore(db_url, group="g")
     store.open()
     try:
@@ -36,7 +35,7 @@ def test_every_store_connection_prepares_and_plans_each_run(db_url, settings, re
     try:
         with store._transaction() as conn:
             for _ in range(6):
-                conn.execute(APPLY_STATS_DELTA, _empty_delta()).fetchall()
+                conn.execute(APPLY_STATS_DELTA, _StatsDelta().params()).fetchall()
             prepared = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
             assert any("paper_stats_sums" in row["statement"] for row in prepared), prepared
             # A statement without parameters has one plan only, which PostgreSQL counts as
@@ -49,9 +48,3 @@ def test_every_store_connection_prepares_and_plans_each_run(db_url, settings, re
             assert all(r["generic_plans"] == 0 and r["custom_plans"] > 0 for r in plans), plans
     finally:
         store.close()
-
-
-def _empty_delta() -> dict[str, object]:
-    from consumer.store import _StatsDelta  # noqa: PLC0415
-
-    return _StatsDelta().params()

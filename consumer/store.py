@@ -10,12 +10,13 @@
 3. lock and read the touched positions, apply the new fills and marks in stream order
    (``accounting.py``), upsert them;
 4. update ``paper_trading_stats`` incrementally: the batch remembers the state each order row had
-   before it (the rows read FOR UPDATE), the fills and per-fill P&L rows it inserted, and then
-   adds the new terms and subtracts the old ones in ``paper_stats_sums`` (exact per-date counts
-   and numeric sums, migration 005); the touched stats rows are derived from those sums, so each
-   still equals a full re-aggregation (``REAGGREGATE_STATS``, kept as the reference) at a cost
-   that grows with the batch, not with the day. One advisory lock serialises this last step of
-   concurrent writers;
+   before it (the rows read FOR UPDATE), the fills and per-fill P&L rows it inserted (as their
+   INSERTs returned them), reads its order rows back as they end up, and ``daily_sums.py`` turns
+   that into signed per-date terms; one statement adds them to ``paper_stats_sums`` (exact
+   per-date counts and numeric sums, migration 005) and derives the touched stats rows from the
+   sums, so each still equals a full re-aggregation (``REAGGREGATE_STATS``, kept as the
+   reference) at a cost that grows with the batch, not with the day. One advisory lock
+   serialises this last step of concurrent writers;
 5. advance ``paper_consumer_offsets`` (and, when archiving, append raw entries to the ledger).
 
 The caller acknowledges the entries in Redis only after this commits. Statements are
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -39,7 +42,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from consumer import accounting, snapshots
+from consumer import accounting, daily_sums, snapshots
 from consumer.dialect import (
     OrderRequestEvent,
     OrderResultEvent,
@@ -145,7 +148,8 @@ FROM unnest(
     %(fee_type)s::varchar[], %(filled_at)s::timestamptz[], %(metadata)s::text[]
 ) AS f(fill_id, order_id, symbol, quantity, price, fees_usdt, fee_type, filled_at, metadata)
 ON CONFLICT (fill_id) DO NOTHING
-RETURNING fill_id
+RETURNING fill_id, order_id, filled_at, quantity * price AS volume, fees_usdt AS fees,
+          fees_usdt / (quantity * price) * 100 AS fee_pct
 """
 
 # A placeholder order (fill before order) carries the quantity of the fills stored for it so far,
@@ -208,8 +212,8 @@ LOCK_STATS = "SELECT pg_advisory_xact_lock(hashtextextended('paper_trading_stats
 # One definition of the daily statistics, applied to the given dates. filled_orders counts
 # FILLED, PARTIAL and PARTIALLY_FILLED so that the generated fill_rate equals
 # get_paper_fill_rate() (see sql/schema/paper_trading_erd.md, "fill rate"). The worker no longer
-# runs it (it rescans whole days): it is the reference that APPLY_STATS_DELTA and
-# WRITE_STATS_FROM_SUMS must equal, and what the tests recompute from scratch.
+# runs it (it rescans whole days): it is the reference that APPLY_SUMS_AND_WRITE_STATS
+# must equal, and what the tests recompute from scratch.
 REAGGREGATE_STATS = """
 WITH d AS (SELECT DISTINCT unnest(%(dates)s::date[]) AS stat_date),
 bounds AS (SELECT (min(stat_date)::timestamp AT TIME ZONE 'UTC') AS lo,
@@ -241,7 +245,7 @@ f AS (
            -- a fill of an older order, or one stamped before its order, is not a latency.
            avg(extract(epoch FROM (f.filled_at - o.created_at)) * 1000) FILTER (
                WHERE f.filled_at >= o.created_at
-                 AND f.filled_at < o.created_at + interval '1 day') AS avg_latency_ms
+                 AND f.filled_at < o.created_at + interval '24 hours') AS avg_latency_ms
     FROM paper_fills f JOIN paper_orders o ON o.order_id = f.order_id, bounds
     WHERE f.filled_at >= bounds.lo AND f.filled_at < bounds.hi
     GROUP BY 1)
@@ -264,110 +268,18 @@ ON CONFLICT (stat_date) DO UPDATE SET
     daily_pnl_usdt = EXCLUDED.daily_pnl_usdt, updated_at = now()
 """
 
-# The incremental form of REAGGREGATE_STATS (paper_stats_sums, migration 005). Terms, each by the
-# same expression as REAGGREGATE_STATS, with a sign:
-# - orders: + the rows as they stand now (%(order_ids)s), - the same rows as they stood before the
-#   batch (%(before_*)s, read FOR UPDATE by the batch; a row merged away has only its - term);
-# - fills inserted by this batch: + volume, fees, fee % and latency (with their order as it
-#   stands now);
-# - older fills of an order whose created_at moved (placeholder replaced or resized): latency
-#   with the new created_at +, with the old one -;
-# - per-fill P&L rows inserted by this batch: +.
-# Sums stay exact (unconstrained NUMERIC); rows locked in date order, under LOCK_STATS.
-APPLY_STATS_DELTA = """
-WITH before AS (
-    SELECT * FROM unnest(%(before_id)s::varchar[], %(before_created_at)s::timestamptz[],
-                         %(before_status)s::varchar[], %(before_slippage)s::numeric[])
-         AS b(order_id, created_at, status, slippage_pct)),
-after AS (
-    SELECT o.order_id, o.created_at, o.status, o.slippage_pct
-    FROM unnest(%(order_ids)s::varchar[]) AS i(order_id)
-    JOIN paper_orders o ON o.order_id = i.order_id),
-moved AS MATERIALIZED (
-    SELECT a.order_id, x.sign, x.created_at
-    FROM after a JOIN before b USING (order_id),
-         LATERAL (VALUES (1, a.created_at), (-1, b.created_at)) AS x(sign, created_at)
-    WHERE a.created_at IS DISTINCT FROM b.created_at),
-terms AS (
-    SELECT a.created_at AS at, 1 AS sign, true AS is_order, a.status, a.slippage_pct,
-           NULL::timestamptz AS filled_at, NULL::timestamptz AS order_created_at,
-           NULL::numeric AS volume, NULL::numeric AS fees, NULL::numeric AS fee_pct,
-           NULL::numeric AS pnl
-    FROM after a
-    UNION ALL
-    SELECT b.created_at, -1, true, b.status, b.slippage_pct, NULL, NULL, NULL, NULL, NULL, NULL
-    FROM before b
-    UNION ALL
-    SELECT f.filled_at, 1, false, NULL, NULL, f.filled_at, o.created_at, f.quantity * f.price,
-           f.fees_usdt, f.fees_usdt / (f.quantity * f.price) * 100, NULL
-    FROM unnest(%(fill_ids)s::varchar[]) AS i(fill_id)
-    JOIN paper_fills f ON f.fill_id = i.fill_id JOIN paper_orders o ON o.order_id = f.order_id
-    UNION ALL
-    SELECT f.filled_at, m.sign, false, NULL, NULL, f.filled_at, m.created_at, NULL, NULL, NULL,
-           NULL
-    FROM moved m,
-         -- per moved order, by the order_id index (OFFSET 0: never a scan of all fills)
-         LATERAL (SELECT filled_at, fill_id FROM paper_fills WHERE order_id = m.order_id
-                  OFFSET 0) AS f
-    WHERE NOT f.fill_id = ANY(%(fill_ids)s::varchar[])
-    UNION ALL
-    SELECT p.filled_at, 1, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p.realized_pnl_usdt
-    FROM unnest(%(pnl_fill_ids)s::varchar[]) AS i(fill_id)
-    JOIN paper_fill_pnl p ON p.fill_id = i.fill_id),
-t AS (
-    SELECT (at AT TIME ZONE 'UTC')::date AS stat_date, sign, is_order, status, slippage_pct,
-           volume, fees, fee_pct, pnl,
-           CASE WHEN filled_at >= order_created_at
-                 AND filled_at < order_created_at + interval '1 day'
-                THEN extract(epoch FROM (filled_at - order_created_at)) * 1000 END AS latency_ms
-    FROM terms),
-delta AS (
-    SELECT stat_date,
-           coalesce(sum(sign) FILTER (WHERE is_order), 0) AS total_orders,
-           coalesce(sum(sign) FILTER (WHERE status IN ('FILLED', 'PARTIAL', 'PARTIALLY_FILLED')),
-                    0) AS filled_orders,
-           coalesce(sum(sign) FILTER (WHERE status IN ('PARTIAL', 'PARTIALLY_FILLED')), 0)
-               AS partial_fills,
-           coalesce(sum(sign) FILTER (WHERE status = 'REJECTED'), 0) AS rejected_orders,
-           coalesce(sum(sign) FILTER (WHERE status = 'CANCELLED'), 0) AS cancelled_orders,
-           coalesce(sum(sign) FILTER (WHERE slippage_pct IS NOT NULL), 0) AS slippage_n,
-           coalesce(sum(sign * slippage_pct), 0) AS slippage_sum,
-           count(fee_pct) AS fee_pct_n, coalesce(sum(fee_pct), 0) AS fee_pct_sum,
-           coalesce(sum(sign) FILTER (WHERE latency_ms IS NOT NULL), 0) AS latency_n,
-           coalesce(sum(sign * latency_ms), 0) AS latency_sum_ms,
-           coalesce(sum(volume), 0) AS volume_usdt, coalesce(sum(fees), 0) AS fees_usdt,
-           coalesce(sum(pnl), 0) AS realized_pnl_usdt
-    FROM t WHERE stat_date IS NOT NULL
-    GROUP BY stat_date)
-INSERT INTO paper_stats_sums AS s (
-    stat_date, total_orders, filled_orders, partial_fills, rejected_orders, cancelled_orders,
-    slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n, latency_sum_ms, volume_usdt,
-    fees_usdt, realized_pnl_usdt, updated_at)
-SELECT stat_date, total_orders, filled_orders, partial_fills, rejected_orders, cancelled_orders,
-       slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n, latency_sum_ms, volume_usdt,
-       fees_usdt, realized_pnl_usdt, now()
-FROM delta
-WHERE (total_orders, filled_orders, partial_fills, rejected_orders, cancelled_orders,
-       slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n, latency_sum_ms, volume_usdt,
-       fees_usdt, realized_pnl_usdt) <> (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-ORDER BY stat_date
-ON CONFLICT (stat_date) DO UPDATE SET
-    total_orders = s.total_orders + EXCLUDED.total_orders,
-    filled_orders = s.filled_orders + EXCLUDED.filled_orders,
-    partial_fills = s.partial_fills + EXCLUDED.partial_fills,
-    rejected_orders = s.rejected_orders + EXCLUDED.rejected_orders,
-    cancelled_orders = s.cancelled_orders + EXCLUDED.cancelled_orders,
-    slippage_n = s.slippage_n + EXCLUDED.slippage_n,
-    slippage_sum = s.slippage_sum + EXCLUDED.slippage_sum,
-    fee_pct_n = s.fee_pct_n + EXCLUDED.fee_pct_n,
-    fee_pct_sum = s.fee_pct_sum + EXCLUDED.fee_pct_sum,
-    latency_n = s.latency_n + EXCLUDED.latency_n,
-    latency_sum_ms = s.latency_sum_ms + EXCLUDED.latency_sum_ms,
-    volume_usdt = s.volume_usdt + EXCLUDED.volume_usdt,
-    fees_usdt = s.fees_usdt + EXCLUDED.fees_usdt,
-    realized_pnl_usdt = s.realized_pnl_usdt + EXCLUDED.realized_pnl_usdt,
-    updated_at = now()
-RETURNING stat_date
+# The order rows the daily statistics of a batch depend on, as they stand after its writes
+# (consumer/daily_sums.py: its orders now, and the orders of the fills it inserted).
+SELECT_ORDERS_FOR_STATS = """
+SELECT order_id, created_at, status, slippage_pct
+FROM paper_orders WHERE order_id = ANY(%(ids)s::varchar[])
+"""
+
+# The older fills of orders whose created_at a batch moved (a placeholder replaced or resized):
+# their latency moves with it. By the order_id index.
+SELECT_OLDER_FILL_TIMES = """
+SELECT order_id, filled_at FROM paper_fills
+WHERE order_id = ANY(%(ids)s::varchar[]) AND NOT fill_id = ANY(%(new_fill_ids)s::varchar[])
 """
 
 # paper_stats_sums as it should be, from scratch (every date): the back-fill of migration 005
@@ -393,7 +305,8 @@ FROM (
     UNION ALL
     SELECT (f.filled_at AT TIME ZONE 'UTC')::date, false, NULL, NULL,
            f.fees_usdt / (f.quantity * f.price) * 100,
-           CASE WHEN f.filled_at >= o.created_at AND f.filled_at < o.created_at + interval '1 day'
+           CASE WHEN f.filled_at >= o.created_at
+                     AND f.filled_at < o.created_at + interval '24 hours'
                 THEN extract(epoch FROM (f.filled_at - o.created_at)) * 1000 END,
            f.quantity * f.price, f.fees_usdt, NULL
     FROM paper_fills f JOIN paper_orders o ON o.order_id = f.order_id
@@ -407,16 +320,57 @@ GROUP BY t.stat_date
 ORDER BY t.stat_date
 """
 
-# The stats rows of the given dates (sorted, distinct) from their sums: an average is sum / n,
-# which is exactly what avg(numeric) computes (numeric_div of the exact sum by the count), so the
-# row equals REAGGREGATE_STATS; a date without sums gets the zeros and NULLs of an empty date. The
+# One batch's signed per-date terms (consumer/daily_sums.py: the same terms REAGGREGATE_STATS
+# averages and adds, each from stored values) added to paper_stats_sums (rows locked in date
+# order, under LOCK_STATS; sums stay exact, unconstrained NUMERIC), and the stats rows of the
+# given dates (sorted, distinct) derived from the sums: an average is sum / n, which is exactly
+# what avg(numeric) computes (numeric_div of the exact sum by the count), so the row equals
+# REAGGREGATE_STATS; a date without sums gets the zeros and NULLs of an empty date. The sums of a
+# date this statement changed are those it returned (`applied`); the others are read. The
 # written rows' cumulative P&L is computed here too (the stored daily P&L of the earlier dates
 # not written now, plus the new daily P&L of the written ones up to the date: what
 # REFRESH_CUMULATIVE_PNL would set); `later` says whether rows after the first written date
 # were not written, so that REFRESH_CUMULATIVE_PNL must still run (a late fill). A row that would
 # not change is not rewritten. Run under LOCK_STATS: its snapshot has every committed daily P&L.
-WRITE_STATS_FROM_SUMS = """
-WITH d AS (
+APPLY_SUMS_AND_WRITE_STATS = """
+WITH applied AS (
+    INSERT INTO paper_stats_sums AS s (
+        stat_date, total_orders, filled_orders, partial_fills, rejected_orders,
+        cancelled_orders, slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n,
+        latency_sum_ms, volume_usdt, fees_usdt, realized_pnl_usdt, updated_at)
+    SELECT u.*, now()
+    FROM unnest(
+        %(stat_date)s::date[], %(total_orders)s::bigint[], %(filled_orders)s::bigint[],
+        %(partial_fills)s::bigint[], %(rejected_orders)s::bigint[],
+        %(cancelled_orders)s::bigint[], %(slippage_n)s::bigint[], %(slippage_sum)s::numeric[],
+        %(fee_pct_n)s::bigint[], %(fee_pct_sum)s::numeric[], %(latency_n)s::bigint[],
+        %(latency_sum_ms)s::numeric[], %(volume_usdt)s::numeric[], %(fees_usdt)s::numeric[],
+        %(realized_pnl_usdt)s::numeric[]) AS u
+    ORDER BY 1
+    ON CONFLICT (stat_date) DO UPDATE SET
+        total_orders = s.total_orders + EXCLUDED.total_orders,
+        filled_orders = s.filled_orders + EXCLUDED.filled_orders,
+        partial_fills = s.partial_fills + EXCLUDED.partial_fills,
+        rejected_orders = s.rejected_orders + EXCLUDED.rejected_orders,
+        cancelled_orders = s.cancelled_orders + EXCLUDED.cancelled_orders,
+        slippage_n = s.slippage_n + EXCLUDED.slippage_n,
+        slippage_sum = s.slippage_sum + EXCLUDED.slippage_sum,
+        fee_pct_n = s.fee_pct_n + EXCLUDED.fee_pct_n,
+        fee_pct_sum = s.fee_pct_sum + EXCLUDED.fee_pct_sum,
+        latency_n = s.latency_n + EXCLUDED.latency_n,
+        latency_sum_ms = s.latency_sum_ms + EXCLUDED.latency_sum_ms,
+        volume_usdt = s.volume_usdt + EXCLUDED.volume_usdt,
+        fees_usdt = s.fees_usdt + EXCLUDED.fees_usdt,
+        realized_pnl_usdt = s.realized_pnl_usdt + EXCLUDED.realized_pnl_usdt,
+        updated_at = now()
+    RETURNING s.*),
+sums AS (
+    SELECT * FROM applied
+    UNION ALL
+    SELECT * FROM paper_stats_sums
+    WHERE stat_date = ANY(%(dates)s::date[])
+      AND stat_date NOT IN (SELECT stat_date FROM applied)),
+d AS (
     SELECT d.stat_date, coalesce(s.total_orders, 0) AS total_orders,
            coalesce(s.filled_orders, 0) AS filled_orders,
            coalesce(s.partial_fills, 0) AS partial_fills,
@@ -429,7 +383,7 @@ WITH d AS (
            coalesce(s.fees_usdt, 0) AS total_fees_usdt,
            coalesce(s.realized_pnl_usdt, 0)::DECIMAL(18,8) AS daily_pnl_usdt
     FROM unnest(%(dates)s::date[]) AS d(stat_date)
-    LEFT JOIN paper_stats_sums s USING (stat_date)),
+    LEFT JOIN sums s USING (stat_date)),
 c AS (
     SELECT d.*,
            (SELECT coalesce(sum(t.daily_pnl_usdt), 0) FROM paper_trading_stats t
@@ -468,7 +422,8 @@ SELECT EXISTS (SELECT 1 FROM paper_trading_stats t
 """
 
 # Cumulative P&L of every date from the earliest touched one on (a late fill moves them all):
-# run when WRITE_STATS_FROM_SUMS reports rows after the first written date that it did not write.
+# run when APPLY_SUMS_AND_WRITE_STATS reports rows after the first written date that it did
+# not write.
 REFRESH_CUMULATIVE_PNL = """
 UPDATE paper_trading_stats AS s
 SET cumulative_pnl_usdt = c.cumulative, updated_at = now()
@@ -496,7 +451,7 @@ SELECT * FROM unnest(%(fill_id)s::varchar[], %(symbol)s::varchar[],
                      %(filled_at)s::timestamptz[], %(realized)s::numeric[],
                      %(quantity)s::numeric[])
 ON CONFLICT (fill_id) DO NOTHING
-RETURNING fill_id
+RETURNING filled_at, realized_pnl_usdt
 """
 
 # --- Per-symbol snapshot clocks (migration 007, consumer/snapshots.py, docs/scaling.md) ------
@@ -733,6 +688,11 @@ PING = "SELECT 1"
 WORKER_PRESENCE_LOCK_KEY = 0x7061706572_776B  # "paper-wk"
 HOLD_WORKER_PRESENCE = "SELECT pg_advisory_lock_shared(%(key)s)"
 CUSTOM_PLANS_ONLY = "SET plan_cache_mode = force_custom_plan"
+# The exception, for the rest of one transaction: APPLY_SUMS_AND_WRITE_STATS touches only the
+# per-date tables (a row a day), so one generic plan per connection serves every batch; planning
+# it each time cost 0.7 ms a batch, more than running it (0.3 ms). CUSTOM_PLANS_AGAIN after it.
+GENERIC_PLAN_NEXT = "SET LOCAL plan_cache_mode = force_generic_plan"
+CUSTOM_PLANS_AGAIN = "SET LOCAL plan_cache_mode = force_custom_plan"
 TRY_EXCLUSIVE_PRESENCE = "SELECT pg_try_advisory_lock(%(key)s) AS acquired"
 
 
@@ -908,13 +868,12 @@ def _position_params(positions: Iterable[accounting.Position]) -> dict[str, Any]
     return _array_params(params)
 
 
-def _utc_date(moment: datetime) -> date:
-    return moment.astimezone(UTC).date()
-
-
 # --------------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------------
+
+# A pooled connection used within this many seconds is handed out again without a ping.
+RECENT_S = 2.0
 
 _TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 _DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
@@ -945,16 +904,31 @@ class _Pooled:
         if custom_plans:
             kwargs["prepare_threshold"] = 0
             configure = _announce_planning_worker
+        # When each connection last finished a transaction (see ``_check_unless_recent``).
+        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool = ConnectionPool(
             dsn,
             min_size=1,
             max_size=max_size,
             open=False,
             kwargs=kwargs,
-            check=ConnectionPool.check_connection,
+            check=self._check_unless_recent,
             configure=configure,
             name=name,
         )
+
+    def _check_unless_recent(self, conn: psycopg.Connection[Any]) -> None:
+        """Pool ``check``: ping a connection handed out again only if it has been idle for
+        ``RECENT_S`` or more. A connection that finished a transaction a moment ago is alive
+        unless the server went away since, and then the next statement fails like the ping
+        would have (``DatabaseUnavailableError``, retried on a new connection, the broken one
+        discarded). Under load this saves the ping's round trip on every batch."""
+        last = self._last_used.get(conn)
+        if last is not None and time.monotonic() - last < RECENT_S:
+            return
+        ConnectionPool.check_connection(conn)
 
     def open(self) -> None:
         """Open the pool without waiting; ``ping`` tells whether the server is there."""
@@ -964,9 +938,16 @@ class _Pooled:
         self._pool.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def _transaction(
+        self, *, pipeline: bool = False
+    ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """One transaction on a pooled connection. With ``pipeline`` it runs in pipeline
+        mode, BEGIN and COMMIT included: a statement whose result is not read is sent without
+        waiting for the previous one."""
         try:
-            with _pooled_transaction(self._pool, self._timeout) as conn:
+            with _pooled_transaction(
+                self._pool, self._timeout, self._last_used, pipeline=pipeline
+            ) as conn:
                 yield conn
         except _DATA_ERRORS as exc:
             raise self.refused(_describe(exc)) from exc
@@ -995,10 +976,12 @@ class PostgresStore(_Pooled):
         # (plan_cache_mode = force_custom_plan). A generic plan, PostgreSQL's default after
         # five runs, is chosen once, often while the tables are small (a scan of every fill
         # or order against the batch's id list), and its cost then grows with the tables: in
-        # bench/latency.py APPLY_STATS_DELTA went 1.3 → 4.2 ms and SELECT_ORDERS_FOR_UPDATE
-        # 0.4 → 1.2 ms within a minute. Preparing without generic plans saves the parsing:
-        # four 60-s runs of bench/latency.py alternated with three without: p99 23.9–29.0 ms
-        # (mean 27.2) against 28.8–31.5 ms (mean 30.2), write_batch 8.5–9.4 against 9.9 ms.
+        # bench/latency.py the statistics statement then joining orders and fills went
+        # 1.3 → 4.2 ms and SELECT_ORDERS_FOR_UPDATE 0.4 → 1.2 ms within a minute. Preparing
+        # without generic plans saves the parsing: four 60-s runs of bench/latency.py
+        # alternated with three without: p99 23.9–29.0 ms (mean 27.2) against 28.8–31.5 ms
+        # (mean 30.2), write_batch 8.5–9.4 against 9.9 ms. The one exception is
+        # APPLY_SUMS_AND_WRITE_STATS (GENERIC_PLAN_NEXT), which touches only per-date tables.
         super().__init__(
             dsn,
             name="paper-consumer",
@@ -1020,9 +1003,10 @@ class PostgresStore(_Pooled):
             return result
         # Pipeline mode: a statement whose result is not read is sent without waiting for
         # the previous one, and the Python work of the next overlaps the server's (about
-        # half of the batch's statements; bench/latency.py write_batch 11.4 -> 9.9 ms per
-        # batch). A refusal still raises its own error at the next sync (test_bad_input.py).
-        with self._transaction() as conn, conn.pipeline():
+        # half of the batch's statements, BEGIN and COMMIT too; bench/latency.py write_batch
+        # 11.4 -> 9.9 ms per batch). A refusal still raises its own error at the next sync
+        # (test_bad_input.py).
+        with self._transaction(pipeline=True) as conn:
             if fence is not None:
                 check_fence(conn, fence)
             _write(
@@ -1059,13 +1043,19 @@ class PostgresStore(_Pooled):
 
 @contextmanager
 def _pooled_transaction(
-    pool: ConnectionPool[Any], timeout: float
+    pool: ConnectionPool[Any],
+    timeout: float,
+    last_used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float],
+    *,
+    pipeline: bool,
 ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """A pooled connection with dict rows, inside one transaction (errors left to the caller)."""
+    """A pooled connection with dict rows, inside one transaction (errors left to the caller);
+    the time it ended without an error is recorded in ``last_used``."""
     with pool.connection(timeout=timeout) as conn:
         conn.row_factory = dict_row
-        with conn.transaction():
+        with conn.pipeline() if pipeline else contextlib.nullcontext(), conn.transaction():
             yield conn
+        last_used[conn] = time.monotonic()
 
 
 def _announce_worker(conn: psycopg.Connection[Any]) -> None:
@@ -1089,22 +1079,24 @@ def _describe(exc: BaseException) -> str:
 
 @dataclass
 class _StatsDelta:
-    """What one batch changed that the daily statistics depend on (``APPLY_STATS_DELTA``).
+    """What one batch changed that the daily statistics depend on (``daily_sums.py``).
 
     ``before`` holds, by the order's current id, the state each order row the batch writes (or
     deletes) had before the batch, as read FOR UPDATE the first time the batch touches it;
-    ``created`` the ids of rows the batch inserted. The rows as they stand after the batch are
-    read back by these ids (a deleted one is simply not found), so every term is computed in
-    SQL from stored values."""
+    ``created`` the ids of rows the batch inserted; ``fills`` the rows ``INSERT_FILLS``
+    returned (the fills inserted now, with their stored amounts and fee %); ``pnl`` the cursors
+    of ``INSERT_FILL_PNL`` (read at the end, so that pipeline mode need not wait for them).
+    The order rows as they stand after the batch are read back by id (a deleted one is simply
+    not found): every term comes from stored values."""
 
     before: dict[str, OrderState] = field(default_factory=dict)
     created: set[str] = field(default_factory=set)
-    fill_ids: list[str] = field(default_factory=list)
-    pnl_fill_ids: list[str] = field(default_factory=list)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    pnl: list[psycopg.Cursor[dict[str, Any]]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.before or self.created or self.fill_ids or self.pnl_fill_ids)
+        return not (self.before or self.created or self.fills or self.pnl)
 
     def touch(self, order_id: str, stored: OrderState | None) -> None:
         """The row ``order_id`` (``stored`` before this statement, None if new) is written."""
@@ -1123,17 +1115,69 @@ class _StatsDelta:
             self.created.discard(old)
             self.created.add(new)
 
-    def params(self) -> dict[str, Any]:
-        before = list(self.before.values())
-        return {
-            "before_id": list(self.before),
-            "before_created_at": [o.created_at for o in before],
-            "before_status": [o.status.value for o in before],
-            "before_slippage": [o.slippage_pct for o in before],
-            "order_ids": sorted({*self.before, *self.created}),
-            "fill_ids": self.fill_ids,
-            "pnl_fill_ids": self.pnl_fill_ids,
+    def read_orders(
+        self, conn: psycopg.Connection[dict[str, Any]]
+    ) -> psycopg.Cursor[dict[str, Any]] | None:
+        """Send the read of the order rows as they stand now (after every write of the batch);
+        its result is read by ``sums``."""
+        ids = {*self.before, *self.created, *(f["order_id"] for f in self.fills)}
+        if not ids:
+            return None
+        return conn.execute(SELECT_ORDERS_FOR_STATS, {"ids": sorted(ids)})
+
+    def sums(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        orders: psycopg.Cursor[dict[str, Any]] | None,
+    ) -> daily_sums.BatchSums:
+        """The batch's signed terms by date: its orders now (+) and before (-), the fills and
+        P&L rows it inserted (+), and the latency of older fills of orders it moved (+/-)."""
+        now = {
+            r["order_id"]: daily_sums.OrderRow(r["created_at"], r["status"], r["slippage_pct"])
+            for r in (orders.fetchall() if orders is not None else [])
         }
+        terms = daily_sums.BatchSums()
+        for order_id in {*self.before, *self.created}:
+            if order_id in now:
+                terms.add_order(now[order_id], 1)
+        was = {
+            order_id: daily_sums.OrderRow(o.created_at, o.status.value, o.slippage_pct)
+            for order_id, o in self.before.items()
+        }
+        for old_row in was.values():
+            terms.add_order(old_row, -1)
+        for fill in self.fills:
+            order = now.get(fill["order_id"])
+            if order is not None:  # the reference joins each fill to its order
+                terms.add_fill(
+                    fill["filled_at"], order.created_at, fill["volume"], fill["fees"],
+                    fill["fee_pct"],
+                )  # fmt: skip
+        moved = {
+            order_id: (was[order_id].created_at, now[order_id].created_at)
+            for order_id in was
+            if order_id in now and now[order_id].created_at != was[order_id].created_at
+        }
+        if moved:
+            older = conn.execute(
+                SELECT_OLDER_FILL_TIMES,
+                {"ids": sorted(moved), "new_fill_ids": [f["fill_id"] for f in self.fills]},
+            ).fetchall()
+            for row in older:
+                old, new = moved[row["order_id"]]
+                terms.add_latency(row["filled_at"], new, 1)
+                terms.add_latency(row["filled_at"], old, -1)
+        for cursor in self.pnl:
+            for row in cursor.fetchall():
+                terms.add_pnl(row["filled_at"], row["realized_pnl_usdt"])
+        return terms
+
+
+def _sums_params(changed: dict[date, daily_sums.DaySums], dates: list[date]) -> dict[str, Any]:
+    params: dict[str, list[Any]] = {"stat_date": list(changed)}
+    for column in daily_sums.COLUMNS:
+        params[column] = [getattr(day, column) for day in changed.values()]
+    return {**_array_params(params), "dates": dates}
 
 
 def _write(
@@ -1162,12 +1206,15 @@ def _write(
         if segment.items:
             fills = _write_orders_and_fills(conn, segment.items, result, stat_dates, delta)
             _move_positions(conn, segment.items, fills, result, stat_dates, delta=delta)
+    orders_now = delta.read_orders(conn)
     _finish_snapshots(conn, plan, result, start_balance)
     if stat_dates or not delta.empty:
+        changed = delta.sums(conn, orders_now).changed()
+        dates = sorted(stat_dates | set(changed))
         conn.execute(LOCK_STATS)
-        moved = conn.execute(APPLY_STATS_DELTA, delta.params()).fetchall()
-        dates = sorted(stat_dates | {r["stat_date"] for r in moved})
-        written = conn.execute(WRITE_STATS_FROM_SUMS, {"dates": dates}).fetchone()
+        conn.execute(GENERIC_PLAN_NEXT)
+        written = conn.execute(APPLY_SUMS_AND_WRITE_STATS, _sums_params(changed, dates)).fetchone()
+        conn.execute(CUSTOM_PLANS_AGAIN)
         if written is None or written["later"]:
             conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
         result.stat_dates = dates
@@ -1327,7 +1374,7 @@ def _write_orders_and_fills(
         rows = conn.execute(SELECT_ORDERS_FOR_UPDATE, {"ids": order_ids}).fetchall()
     stored = {row["order_id"]: _order_from_row(row) for row in rows}
     # A placeholder's created_at can move to another date: the old date is touched too.
-    stat_dates.update(_utc_date(order.created_at) for order in stored.values())
+    stat_dates.update(daily_sums.utc_date(order.created_at) for order in stored.values())
     current: dict[str, OrderState] = dict(stored)
     fold = _fold_in_stream_order(items, current, result)
 
@@ -1352,17 +1399,18 @@ def _write_orders_and_fills(
     if changed:
         conn.execute(UPSERT_ORDERS, _order_params(changed))
         result.orders_written += len(changed)
-        stat_dates.update(_utc_date(o.created_at) for o in changed)
+        stat_dates.update(daily_sums.utc_date(o.created_at) for o in changed)
         for order in changed:
             delta.touch(order.order_id, stored.get(order.order_id))
 
     if not fold.fills:
         return {}
     cursor = conn.execute(INSERT_FILLS, _fill_params([(f, s) for _, f, s in fold.fills]))
-    inserted = {row["fill_id"] for row in cursor.fetchall()}
+    rows = cursor.fetchall()
+    inserted = {row["fill_id"] for row in rows}
     result.fills_inserted += len(inserted)
     result.fills_duplicate += len(fold.fills) - len(inserted)
-    delta.fill_ids.extend(inserted)
+    delta.fills.extend(rows)
     if fold.placeholder_ids:
         for order_id in fold.placeholder_ids:  # RESIZE_PLACEHOLDERS may move created_at
             delta.touch(order_id, stored.get(order_id))
@@ -1561,7 +1609,7 @@ def _move_positions(
             result.closed_trips.extend(outcome.closed_trips)
             trips.extend((event.fill_id, trip) for trip in outcome.closed_trips)
             effects.append((event, outcome))
-            stat_dates.add(_utc_date(event.timestamp))
+            stat_dates.add(daily_sums.utc_date(event.timestamp))
         elif isinstance(event, MarkEvent) and event.symbol in current:
             # A mark for a symbol never traded has no position row to update.
             current[event.symbol] = accounting.apply_mark(
@@ -1572,7 +1620,7 @@ def _move_positions(
         conn.execute(UPSERT_POSITIONS, _position_params(write))
         result.positions_written += len(write)
     if effects:
-        cursor = conn.execute(
+        pnl = conn.execute(
             INSERT_FILL_PNL,
             _array_params(
                 {
@@ -1584,7 +1632,7 @@ def _move_positions(
                 }
             ),
         )
-        delta.pnl_fill_ids.extend(r["fill_id"] for r in cursor.fetchall())
+        delta.pnl.append(pnl)
     if trips:
         conn.execute(INSERT_ROUND_TRIPS, _trip_params(trips))
 

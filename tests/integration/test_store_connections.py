@@ -9,12 +9,18 @@ tables (a row a day): it keeps one generic plan, as planning it was most of its 
 
 from __future__ import annotations
 
+import psycopg
+import pytest
 import redis
 
+from consumer import store as store_module
+from consumer.errors import DatabaseUnavailableError
+from consumer.events import FillEvent
 from consumer.publisher import Publisher
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.store import PostgresStore
 from consumer.worker import parse_raw, stream_kinds
+from tests.support.pipeline import rows
 
 
 def _batches(settings, count: int, size: int) -> list[list[ParsedEntry]]:
@@ -59,3 +65,51 @@ def test_every_store_connection_prepares_and_plans_each_run(db_url, settings):
     # every other statement with parameters was planned for its values, every time.
     assert any("paper_orders" in r["statement"] for r in others), others
     assert all(r["generic_plans"] == 0 and r["custom_plans"] > 0 for r in others), others
+
+
+def test_a_connection_killed_between_batches_fails_one_attempt_then_the_pool_heals(
+    db_url, settings
+):
+    """A connection used a moment ago is handed out without a ping (RECENT_S). If the server
+    dropped it meanwhile, the batch fails as unavailable — nothing applied — and the broken
+    connection is discarded: the retry commits on a new one."""
+    first, second = _batches(settings, count=2, size=40)
+    store = PostgresStore(db_url, group="g")
+    store.open()
+    try:
+        store.write_batch(first)
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            assert killed[0] >= 1
+        with pytest.raises(DatabaseUnavailableError):
+            store.write_batch(second)
+        result = store.write_batch(second)
+        assert result.fills_inserted == sum(isinstance(i.event, FillEvent) for i in second)
+    finally:
+        store.close()
+    assert rows(db_url, "SELECT count(*) AS n FROM paper_consumer_offsets")[0]["n"] > 0
+
+
+def test_a_connection_idle_for_a_while_is_pinged_and_replaced_if_dead(
+    db_url, settings, monkeypatch
+):
+    """Past RECENT_S the pool pings before handing a connection out: a dead one is replaced
+    and the batch commits on the first attempt."""
+    monkeypatch.setattr(store_module, "RECENT_S", 0.0)
+    first, second = _batches(settings, count=2, size=40)
+    store = PostgresStore(db_url, group="g")
+    store.open()
+    try:
+        store.write_batch(first)
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        result = store.write_batch(second)
+        assert result.fills_inserted == sum(isinstance(i.event, FillEvent) for i in second)
+    finally:
+        store.close()

@@ -688,6 +688,9 @@ PING = "SELECT 1"
 WORKER_PRESENCE_LOCK_KEY = 0x7061706572_776B  # "paper-wk"
 HOLD_WORKER_PRESENCE = "SELECT pg_advisory_lock_shared(%(key)s)"
 CUSTOM_PLANS_ONLY = "SET plan_cache_mode = force_custom_plan"
+BEGIN = "BEGIN"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
 # The exception, for the rest of one transaction: APPLY_SUMS_AND_WRITE_STATS touches only the
 # per-date tables (a row a day), so one generic plan per connection serves every batch; planning
 # it each time cost 0.7 ms a batch, more than running it (0.3 ms). CUSTOM_PLANS_AGAIN after it.
@@ -1053,9 +1056,43 @@ def _pooled_transaction(
     the time it ended without an error is recorded in ``last_used``."""
     with pool.connection(timeout=timeout) as conn:
         conn.row_factory = dict_row
-        with conn.pipeline() if pipeline else contextlib.nullcontext(), conn.transaction():
+        with _pipelined(conn) if pipeline else conn.transaction():
             yield conn
         last_used[conn] = time.monotonic()
+
+
+@contextmanager
+def _pipelined(conn: psycopg.Connection[dict[str, Any]]) -> Iterator[None]:
+    """One transaction in pipeline mode, its BEGIN and COMMIT sent by us in the pipeline
+    (psycopg's own transaction waits for the server after BEGIN and again before COMMIT: two
+    round trips a batch). A statement that fails raises at the next result read or at the
+    final sync (the server skips the statements after it, COMMIT included); the transaction
+    is then rolled back here, as it is for any other error."""
+    conn.autocommit = True  # no implicit BEGIN from psycopg: ours is in the pipeline
+    try:
+        with conn.pipeline() as pipeline:
+            conn.execute(BEGIN, prepare=False)
+            try:
+                yield
+            except BaseException:
+                # Take the server's answers up to here (an aborted part raises again), so that
+                # the pipeline ends cleanly on the ROLLBACK.
+                with contextlib.suppress(psycopg.Error):
+                    pipeline.sync()
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(ROLLBACK, prepare=False)
+                raise
+            conn.execute(COMMIT, prepare=False)
+    except BaseException:
+        # Refused at the final sync (COMMIT skipped), or the connection is gone.
+        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(ROLLBACK, prepare=False)
+        raise
+    finally:
+        if not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.autocommit = False
 
 
 def _announce_worker(conn: psycopg.Connection[Any]) -> None:
@@ -1204,8 +1241,12 @@ def _write(
                 },
             )
         if segment.items:
-            fills = _write_orders_and_fills(conn, segment.items, result, stat_dates, delta)
-            _move_positions(conn, segment.items, fills, result, stat_dates, delta=delta)
+            fills, positions = _write_orders_and_fills(
+                conn, segment.items, result, stat_dates, delta
+            )
+            _move_positions(
+                conn, segment.items, fills, result, stat_dates, delta=delta, positions=positions
+            )
     orders_now = delta.read_orders(conn)
     _finish_snapshots(conn, plan, result, start_balance)
     if stat_dates or not delta.empty:
@@ -1354,9 +1395,12 @@ def _write_orders_and_fills(
     result: BatchResult,
     stat_dates: set[date],
     delta: _StatsDelta,
-) -> dict[int, tuple[FillEvent, Side]]:
+) -> tuple[dict[int, tuple[FillEvent, Side]], psycopg.Cursor[dict[str, Any]] | None]:
     """Steps 1 and 2. Returns each fill inserted now (a published fill, or one derived from a
-    bot result) with its side, keyed by ``id()`` of the item that carried it."""
+    bot result) with its side, keyed by ``id()`` of the item that carried it; and, when there
+    were fills, the cursor of step 3's position rows, locked in the same round trip as the
+    fills' insert (the symbols of every fill and mark of ``items``: a few rows more than the
+    fills inserted need, never fewer)."""
     order_ids = sorted(
         {i.event.order_id for i in items if isinstance(i.event, OrderEvent | FillEvent)}
     )
@@ -1404,8 +1448,11 @@ def _write_orders_and_fills(
             delta.touch(order.order_id, stored.get(order.order_id))
 
     if not fold.fills:
-        return {}
+        return {}, None
     cursor = conn.execute(INSERT_FILLS, _fill_params([(f, s) for _, f, s in fold.fills]))
+    symbols = {f.symbol for _, f, _ in fold.fills}
+    symbols.update(i.event.symbol for i in items if isinstance(i.event, MarkEvent))
+    positions = conn.execute(SELECT_POSITIONS_FOR_UPDATE, {"symbols": sorted(symbols)})
     rows = cursor.fetchall()
     inserted = {row["fill_id"] for row in rows}
     result.fills_inserted += len(inserted)
@@ -1418,7 +1465,8 @@ def _write_orders_and_fills(
             RESIZE_PLACEHOLDERS,
             {"ids": sorted(fold.placeholder_ids), "placeholder_key": PLACEHOLDER_KEY},
         )
-    return {id(item): (fill, side) for item, fill, side in fold.fills if fill.fill_id in inserted}
+    fills = {id(item): (fill, side) for item, fill, side in fold.fills if fill.fill_id in inserted}
+    return fills, positions
 
 
 @dataclass
@@ -1585,8 +1633,10 @@ def _move_positions(
     stat_dates: set[date],
     *,
     delta: _StatsDelta,
+    positions: psycopg.Cursor[dict[str, Any]] | None = None,
 ) -> None:
-    """Step 3: apply the fills inserted now and the marks, interleaved in stream order."""
+    """Step 3: apply the fills inserted now and the marks, interleaved in stream order
+    (``positions``: the rows, already asked for; else they are read here)."""
     steps: list[tuple[FillEvent | MarkEvent, Side | None]] = []
     for i in items:
         if id(i) in new_fills:
@@ -1596,8 +1646,9 @@ def _move_positions(
     symbols = sorted({event.symbol for event, _ in steps})
     if not symbols:
         return
-    rows = conn.execute(SELECT_POSITIONS_FOR_UPDATE, {"symbols": symbols}).fetchall()
-    stored = {row["symbol"]: _position_from_row(row) for row in rows}
+    if positions is None:
+        positions = conn.execute(SELECT_POSITIONS_FOR_UPDATE, {"symbols": symbols})
+    stored = {row["symbol"]: _position_from_row(row) for row in positions.fetchall()}
     current = dict(stored)
     trips: list[tuple[str, accounting.ClosedTrip]] = []
     effects: list[tuple[FillEvent, accounting.FillOutcome]] = []

@@ -9,12 +9,14 @@ tables (a row a day): it keeps one generic plan, as planning it was most of its 
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 import pytest
 import redis
 
 from consumer import store as store_module
-from consumer.errors import DatabaseUnavailableError
+from consumer.errors import DatabaseUnavailableError, LeaseLostError, RejectedByDatabaseError
 from consumer.events import FillEvent
 from consumer.publisher import Publisher
 from consumer.records import EntryKey, ParsedEntry, RawEntry
@@ -113,3 +115,55 @@ def test_a_connection_idle_for_a_while_is_pinged_and_replaced_if_dead(
         assert result.fills_inserted == sum(isinstance(i.event, FillEvent) for i in second)
     finally:
         store.close()
+
+
+# One batch's transaction in pipeline mode sends BEGIN and COMMIT itself (no wait after BEGIN or
+# before COMMIT). Whatever ends it early, nothing it wrote stays and the connection is reusable.
+_MARK = (
+    "INSERT INTO paper_consumer_offsets (group_name, stream_name, last_entry_id) "
+    "VALUES ('t', 's', '1-0')"
+)
+_MARKS = "SELECT count(*) AS n FROM paper_consumer_offsets WHERE group_name = 't'"
+
+
+def _ends_then_reusable(db_url: str, body, expected: type[BaseException], caplog) -> None:
+    """Also: psycopg never had to clean up after us (a pool rolling back a returned
+    connection, or a pipeline ended in error, says so at WARNING)."""
+    caplog.set_level(logging.WARNING, logger="psycopg")
+    store = PostgresStore(db_url, group="g")
+    store.open()
+    try:
+        with pytest.raises(expected):  # noqa: PT012, SIM117 - the transaction is what raises
+            with store._transaction(pipeline=True) as conn:
+                conn.execute(_MARK)
+                body(conn)
+        with store._transaction(pipeline=True) as conn:
+            assert conn.execute(_MARKS).fetchone() == {"n": 0}
+        with store._transaction(pipeline=True) as conn:
+            conn.execute(_MARK)
+        assert rows(db_url, _MARKS)[0]["n"] == 1
+    finally:
+        store.close()
+    assert [r for r in caplog.records if r.name.startswith("psycopg")] == []
+
+
+def test_a_refusal_found_only_at_the_final_sync_rolls_the_transaction_back(db_url, caplog):
+    # The failing statement's result is never read: the error comes with COMMIT's sync.
+    _ends_then_reusable(
+        db_url, lambda conn: conn.execute("SELECT 1 / 0"), RejectedByDatabaseError, caplog
+    )
+
+
+def test_a_refusal_read_mid_batch_rolls_the_transaction_back(db_url, caplog):
+    def refused_then_more(conn):
+        conn.execute("SELECT 1 / 0")  # its result is never read, like a batch's upserts
+        conn.execute(_MARKS).fetchall()  # skipped by the server: the error surfaces here
+
+    _ends_then_reusable(db_url, refused_then_more, RejectedByDatabaseError, caplog)
+
+
+def test_an_error_of_ours_mid_batch_rolls_the_transaction_back(db_url, caplog):
+    def fail(conn):
+        raise LeaseLostError("fenced")
+
+    _ends_then_reusable(db_url, fail, LeaseLostError, caplog)

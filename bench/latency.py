@@ -1,6 +1,6 @@
 """Latency at a steady rate: XADD → COMMIT, p50 / p99 / max.
 
-    python bench/latency.py [--rate 1000] [--seconds 60] [--batch-max-wait-ms 5] [--sql-breakdown]
+    python bench/latency.py [--rate 1000] [--seconds 60] [--batch-max-wait-ms N] [--sql-breakdown]
 
 A publisher *process* (no GIL shared with the worker) sends ``--rate`` events/s for ``--seconds``
 (``Publisher``, seed 9, orders + fills + marks, no malformed entries), one XADD each, on a fixed
@@ -102,7 +102,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--batch-max-wait-ms", type=int, default=5)
+    parser.add_argument(
+        "--batch-max-wait-ms", type=int, default=None, help="default: the worker's default"
+    )
     parser.add_argument("--batch-max-entries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument(
@@ -113,11 +115,11 @@ def main() -> int:
     print(f"machine: {machine()}")
     with scratch() as s:
         dsn = s.database("latency", s.template())
-        settings = s.settings(
-            dsn,
-            batch_max_wait_ms=args.batch_max_wait_ms,
-            batch_max_entries=args.batch_max_entries,
+        waits = (
+            {} if args.batch_max_wait_ms is None else {"batch_max_wait_ms": args.batch_max_wait_ms}
         )
+        settings = s.settings(dsn, batch_max_entries=args.batch_max_entries, **waits)
+        args.batch_max_wait_ms = settings.batch_max_wait_ms
         store = PostgresStore(dsn, group=settings.group)
         store.open()
         store.ping()

@@ -105,7 +105,7 @@ def test_stream_units_and_order():
     s = Settings(marks_stream="")
     assert s.streams() == ["stream.orders", "stream.fills"]
     assert Settings().streams() == ["stream.orders", "stream.fills", "stream.market_data"]
-    assert Settings().batch_max_wait_ms == 50
+    assert Settings().batch_max_wait_ms == 0
 
 
 def test_json_logs_off_a_terminal_and_secret_fields_masked(capsys):

@@ -12,11 +12,11 @@
 4. update ``paper_trading_stats`` incrementally: the batch remembers the state each order row had
    before it (the rows read FOR UPDATE), the fills and per-fill P&L rows it inserted (as their
    INSERTs returned them), reads its order rows back as they end up, and ``daily_sums.py`` turns
-   that into signed per-date terms; one statement adds them to ``paper_stats_sums`` (exact
-   per-date counts and numeric sums, migration 005) and derives the touched stats rows from the
-   sums, so each still equals a full re-aggregation (``REAGGREGATE_STATS``, kept as the
-   reference) at a cost that grows with the batch, not with the day. One advisory lock
-   serialises this last step of concurrent writers;
+   that into signed per-date terms; they are added to ``paper_stats_sums`` (exact per-date
+   counts and numeric sums, migration 005) and the touched stats rows derived from the sums,
+   so each still equals a full re-aggregation (``REAGGREGATE_STATS``, kept as the reference) at
+   a cost that grows with the batch, not with the day. One advisory lock serialises this last
+   step of concurrent writers;
 5. advance ``paper_consumer_offsets`` (and, when archiving, append raw entries to the ledger).
 
 The caller acknowledges the entries in Redis only after this commits. Statements are
@@ -212,8 +212,8 @@ LOCK_STATS = "SELECT pg_advisory_xact_lock(hashtextextended('paper_trading_stats
 # One definition of the daily statistics, applied to the given dates. filled_orders counts
 # FILLED, PARTIAL and PARTIALLY_FILLED so that the generated fill_rate equals
 # get_paper_fill_rate() (see sql/schema/paper_trading_erd.md, "fill rate"). The worker no longer
-# runs it (it rescans whole days): it is the reference that APPLY_SUMS_AND_WRITE_STATS
-# must equal, and what the tests recompute from scratch.
+# runs it (it rescans whole days): it is the reference that APPLY_STATS_SUMS and
+# WRITE_STATS_FROM_SUMS must equal, and what the tests recompute from scratch.
 REAGGREGATE_STATS = """
 WITH d AS (SELECT DISTINCT unnest(%(dates)s::date[]) AS stat_date),
 bounds AS (SELECT (min(stat_date)::timestamp AT TIME ZONE 'UTC') AS lo,
@@ -321,56 +321,52 @@ ORDER BY t.stat_date
 """
 
 # One batch's signed per-date terms (consumer/daily_sums.py: the same terms REAGGREGATE_STATS
-# averages and adds, each from stored values) added to paper_stats_sums (rows locked in date
-# order, under LOCK_STATS; sums stay exact, unconstrained NUMERIC), and the stats rows of the
-# given dates (sorted, distinct) derived from the sums: an average is sum / n, which is exactly
-# what avg(numeric) computes (numeric_div of the exact sum by the count), so the row equals
-# REAGGREGATE_STATS; a date without sums gets the zeros and NULLs of an empty date. The sums of a
-# date this statement changed are those it returned (`applied`); the others are read. The
+# averages and adds, each from stored values) added to paper_stats_sums: rows locked in date
+# order, under LOCK_STATS; sums stay exact (unconstrained NUMERIC). WRITE_STATS_FROM_SUMS follows
+# it in the same round trip (the dates are known before: no result is read in between).
+APPLY_STATS_SUMS = """
+INSERT INTO paper_stats_sums AS s (
+    stat_date, total_orders, filled_orders, partial_fills, rejected_orders,
+    cancelled_orders, slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n,
+    latency_sum_ms, volume_usdt, fees_usdt, realized_pnl_usdt, updated_at)
+SELECT u.*, now()
+FROM unnest(
+    %(stat_date)s::date[], %(total_orders)s::bigint[], %(filled_orders)s::bigint[],
+    %(partial_fills)s::bigint[], %(rejected_orders)s::bigint[],
+    %(cancelled_orders)s::bigint[], %(slippage_n)s::bigint[], %(slippage_sum)s::numeric[],
+    %(fee_pct_n)s::bigint[], %(fee_pct_sum)s::numeric[], %(latency_n)s::bigint[],
+    %(latency_sum_ms)s::numeric[], %(volume_usdt)s::numeric[], %(fees_usdt)s::numeric[],
+    %(realized_pnl_usdt)s::numeric[]) AS u
+ORDER BY 1
+ON CONFLICT (stat_date) DO UPDATE SET
+    total_orders = s.total_orders + EXCLUDED.total_orders,
+    filled_orders = s.filled_orders + EXCLUDED.filled_orders,
+    partial_fills = s.partial_fills + EXCLUDED.partial_fills,
+    rejected_orders = s.rejected_orders + EXCLUDED.rejected_orders,
+    cancelled_orders = s.cancelled_orders + EXCLUDED.cancelled_orders,
+    slippage_n = s.slippage_n + EXCLUDED.slippage_n,
+    slippage_sum = s.slippage_sum + EXCLUDED.slippage_sum,
+    fee_pct_n = s.fee_pct_n + EXCLUDED.fee_pct_n,
+    fee_pct_sum = s.fee_pct_sum + EXCLUDED.fee_pct_sum,
+    latency_n = s.latency_n + EXCLUDED.latency_n,
+    latency_sum_ms = s.latency_sum_ms + EXCLUDED.latency_sum_ms,
+    volume_usdt = s.volume_usdt + EXCLUDED.volume_usdt,
+    fees_usdt = s.fees_usdt + EXCLUDED.fees_usdt,
+    realized_pnl_usdt = s.realized_pnl_usdt + EXCLUDED.realized_pnl_usdt,
+    updated_at = now()
+"""
+
+# The stats rows of the given dates (sorted, distinct) from their sums: an average is sum / n,
+# which is exactly what avg(numeric) computes (numeric_div of the exact sum by the count), so the
+# row equals REAGGREGATE_STATS; a date without sums gets the zeros and NULLs of an empty date. The
 # written rows' cumulative P&L is computed here too (the stored daily P&L of the earlier dates
 # not written now, plus the new daily P&L of the written ones up to the date: what
 # REFRESH_CUMULATIVE_PNL would set); `later` says whether rows after the first written date
 # were not written, so that REFRESH_CUMULATIVE_PNL must still run (a late fill). A row that would
-# not change is not rewritten. Run under LOCK_STATS: its snapshot has every committed daily P&L.
-APPLY_SUMS_AND_WRITE_STATS = """
-WITH applied AS (
-    INSERT INTO paper_stats_sums AS s (
-        stat_date, total_orders, filled_orders, partial_fills, rejected_orders,
-        cancelled_orders, slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n,
-        latency_sum_ms, volume_usdt, fees_usdt, realized_pnl_usdt, updated_at)
-    SELECT u.*, now()
-    FROM unnest(
-        %(stat_date)s::date[], %(total_orders)s::bigint[], %(filled_orders)s::bigint[],
-        %(partial_fills)s::bigint[], %(rejected_orders)s::bigint[],
-        %(cancelled_orders)s::bigint[], %(slippage_n)s::bigint[], %(slippage_sum)s::numeric[],
-        %(fee_pct_n)s::bigint[], %(fee_pct_sum)s::numeric[], %(latency_n)s::bigint[],
-        %(latency_sum_ms)s::numeric[], %(volume_usdt)s::numeric[], %(fees_usdt)s::numeric[],
-        %(realized_pnl_usdt)s::numeric[]) AS u
-    ORDER BY 1
-    ON CONFLICT (stat_date) DO UPDATE SET
-        total_orders = s.total_orders + EXCLUDED.total_orders,
-        filled_orders = s.filled_orders + EXCLUDED.filled_orders,
-        partial_fills = s.partial_fills + EXCLUDED.partial_fills,
-        rejected_orders = s.rejected_orders + EXCLUDED.rejected_orders,
-        cancelled_orders = s.cancelled_orders + EXCLUDED.cancelled_orders,
-        slippage_n = s.slippage_n + EXCLUDED.slippage_n,
-        slippage_sum = s.slippage_sum + EXCLUDED.slippage_sum,
-        fee_pct_n = s.fee_pct_n + EXCLUDED.fee_pct_n,
-        fee_pct_sum = s.fee_pct_sum + EXCLUDED.fee_pct_sum,
-        latency_n = s.latency_n + EXCLUDED.latency_n,
-        latency_sum_ms = s.latency_sum_ms + EXCLUDED.latency_sum_ms,
-        volume_usdt = s.volume_usdt + EXCLUDED.volume_usdt,
-        fees_usdt = s.fees_usdt + EXCLUDED.fees_usdt,
-        realized_pnl_usdt = s.realized_pnl_usdt + EXCLUDED.realized_pnl_usdt,
-        updated_at = now()
-    RETURNING s.*),
-sums AS (
-    SELECT * FROM applied
-    UNION ALL
-    SELECT * FROM paper_stats_sums
-    WHERE stat_date = ANY(%(dates)s::date[])
-      AND stat_date NOT IN (SELECT stat_date FROM applied)),
-d AS (
+# not change is not rewritten. Run under LOCK_STATS, after APPLY_STATS_SUMS: its snapshot has
+# every committed daily P&L and the batch's sums.
+WRITE_STATS_FROM_SUMS = """
+WITH d AS (
     SELECT d.stat_date, coalesce(s.total_orders, 0) AS total_orders,
            coalesce(s.filled_orders, 0) AS filled_orders,
            coalesce(s.partial_fills, 0) AS partial_fills,
@@ -383,7 +379,7 @@ d AS (
            coalesce(s.fees_usdt, 0) AS total_fees_usdt,
            coalesce(s.realized_pnl_usdt, 0)::DECIMAL(18,8) AS daily_pnl_usdt
     FROM unnest(%(dates)s::date[]) AS d(stat_date)
-    LEFT JOIN sums s USING (stat_date)),
+    LEFT JOIN paper_stats_sums s USING (stat_date)),
 c AS (
     SELECT d.*,
            (SELECT coalesce(sum(t.daily_pnl_usdt), 0) FROM paper_trading_stats t
@@ -422,8 +418,7 @@ SELECT EXISTS (SELECT 1 FROM paper_trading_stats t
 """
 
 # Cumulative P&L of every date from the earliest touched one on (a late fill moves them all):
-# run when APPLY_SUMS_AND_WRITE_STATS reports rows after the first written date that it did
-# not write.
+# run when WRITE_STATS_FROM_SUMS reports rows after the first written date that it did not write.
 REFRESH_CUMULATIVE_PNL = """
 UPDATE paper_trading_stats AS s
 SET cumulative_pnl_usdt = c.cumulative, updated_at = now()
@@ -691,9 +686,10 @@ CUSTOM_PLANS_ONLY = "SET plan_cache_mode = force_custom_plan"
 BEGIN = "BEGIN"
 COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
-# The exception, for the rest of one transaction: APPLY_SUMS_AND_WRITE_STATS touches only the
-# per-date tables (a row a day), so one generic plan per connection serves every batch; planning
-# it each time cost 0.7 ms a batch, more than running it (0.3 ms). CUSTOM_PLANS_AGAIN after it.
+# The exception, for the rest of one transaction: APPLY_STATS_SUMS and WRITE_STATS_FROM_SUMS
+# touch only the per-date tables (a row a day), so one generic plan per connection serves every
+# batch; planning the statistics step each time cost 0.7 ms a batch, more than running it
+# (0.3 ms). CUSTOM_PLANS_AGAIN after them.
 GENERIC_PLAN_NEXT = "SET LOCAL plan_cache_mode = force_generic_plan"
 CUSTOM_PLANS_AGAIN = "SET LOCAL plan_cache_mode = force_custom_plan"
 TRY_EXCLUSIVE_PRESENCE = "SELECT pg_try_advisory_lock(%(key)s) AS acquired"
@@ -983,8 +979,8 @@ class PostgresStore(_Pooled):
         # 1.3 → 4.2 ms and SELECT_ORDERS_FOR_UPDATE 0.4 → 1.2 ms within a minute. Preparing
         # without generic plans saves the parsing: four 60-s runs of bench/latency.py
         # alternated with three without: p99 23.9–29.0 ms (mean 27.2) against 28.8–31.5 ms
-        # (mean 30.2), write_batch 8.5–9.4 against 9.9 ms. The one exception is
-        # APPLY_SUMS_AND_WRITE_STATS (GENERIC_PLAN_NEXT), which touches only per-date tables.
+        # (mean 30.2), write_batch 8.5–9.4 against 9.9 ms. The one exception is the
+        # statistics step (GENERIC_PLAN_NEXT), which touches only the per-date tables.
         super().__init__(
             dsn,
             name="paper-consumer",
@@ -1210,11 +1206,11 @@ class _StatsDelta:
         return terms
 
 
-def _sums_params(changed: dict[date, daily_sums.DaySums], dates: list[date]) -> dict[str, Any]:
+def _sums_params(changed: dict[date, daily_sums.DaySums]) -> dict[str, Any]:
     params: dict[str, list[Any]] = {"stat_date": list(changed)}
     for column in daily_sums.COLUMNS:
         params[column] = [getattr(day, column) for day in changed.values()]
-    return {**_array_params(params), "dates": dates}
+    return _array_params(params)
 
 
 def _write(
@@ -1254,7 +1250,9 @@ def _write(
         dates = sorted(stat_dates | set(changed))
         conn.execute(LOCK_STATS)
         conn.execute(GENERIC_PLAN_NEXT)
-        written = conn.execute(APPLY_SUMS_AND_WRITE_STATS, _sums_params(changed, dates)).fetchone()
+        if changed:
+            conn.execute(APPLY_STATS_SUMS, _sums_params(changed))
+        written = conn.execute(WRITE_STATS_FROM_SUMS, {"dates": dates}).fetchone()
         conn.execute(CUSTOM_PLANS_AGAIN)
         if written is None or written["later"]:
             conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})

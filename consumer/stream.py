@@ -121,15 +121,15 @@ def _text(value: Any) -> str:
 
 
 def _entries(stream: str, raw: Sequence[Any], deliveries: int = 1) -> list[RawEntry]:
+    """Entries as text. Bytes that are not UTF-8 become U+FFFD (the entry then fails
+    validation and is dead-lettered with its reason, not dropped)."""
     out = []
     for entry_id, fields in raw:
-        out.append(
-            RawEntry(
-                EntryKey(stream, _text(entry_id)),
-                {_text(k): _text(v) for k, v in (fields or {}).items()},
-                deliveries,
-            )
-        )
+        try:  # the common case, in C: UTF-8 bytes (a strict decode that succeeds equals ours)
+            text = {k.decode(): v.decode() for k, v in (fields or {}).items()}
+        except (UnicodeDecodeError, AttributeError):
+            text = {_text(k): _text(v) for k, v in (fields or {}).items()}
+        out.append(RawEntry(EntryKey(stream, _text(entry_id)), text, deliveries))
     return out
 
 

@@ -333,3 +333,22 @@ def test_a_claim_during_the_drain_never_overtakes_our_own_pending_entries(settin
         make_worker(fast, redis_client, store).run(until_idle=True)
     assert seen == by_id(ids)
     assert not [e for e in logs if e["event"] == "entries_reclaimed"]  # nothing was foreign
+
+
+def test_entry_bytes_that_are_not_utf8_are_replaced_not_dropped():
+    from consumer.stream import _entries  # noqa: PLC0415 - the decoding helper alone
+
+    raw = [
+        (b"1-0", {b"symbol": b"BTCUSDT", b"note": "déjà".encode()}),
+        (b"2-0", {b"symbol": b"BTC\xffUSDT"}),
+        (b"3-0", {"symbol": "ETHUSDT"}),  # a client that already decodes
+        (b"4-0", None),  # trimmed while pending: no fields
+    ]
+    entries = _entries("s", raw)
+    assert [e.fields for e in entries] == [
+        {"symbol": "BTCUSDT", "note": "déjà"},
+        {"symbol": "BTC\ufffdUSDT"},
+        {"symbol": "ETHUSDT"},
+        {},
+    ]
+    assert [e.key.entry_id for e in entries] == ["1-0", "2-0", "3-0", "4-0"]

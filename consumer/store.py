@@ -1285,8 +1285,20 @@ def _lock_clock(conn: psycopg.Connection[dict[str, Any]], statement: str) -> dic
 
 @dataclass
 class _SnapshotPlan:
+    """The batch's cut, and its lock of the global clock row: sent, its result read when
+    first needed (pipeline mode: it comes back with the batch's next read)."""
+
     plan: snapshots.SymbolPlan[ParsedEntry]
-    parts_since: datetime | None
+    clock: psycopg.Cursor[dict[str, Any]]
+    _row: dict[str, Any] | None = None
+
+    @property
+    def parts_since(self) -> datetime | None:
+        if self._row is None:
+            self._row = self.clock.fetchone()
+            if self._row is None:
+                raise SchemaNotReadyError("paper_pnl_clock: the clock row could not be created")
+        return self._row["parts_since"]  # type: ignore[no-any-return]
 
 
 def _plan_snapshots(
@@ -1313,7 +1325,10 @@ def _plan_snapshots(
     }
     plan = snapshots.plan_by_symbol([(i, i.event.symbol, i.event.timestamp) for i in items], clocks)
     lock = SELECT_CLOCK_FOR_UPDATE if plan.boundaries else SELECT_CLOCK_FOR_SHARE
-    return _SnapshotPlan(plan, _lock_clock(conn, lock)["parts_since"])
+    # The row is created if missing (a no-op, lock-free, once it exists), so the lock below
+    # always finds it and is taken before any write of the batch without waiting for it here.
+    conn.execute(ENSURE_CLOCK_ROW)
+    return _SnapshotPlan(plan, conn.execute(lock))
 
 
 def _finish_snapshots(

@@ -69,6 +69,16 @@ def test_every_store_connection_prepares_and_plans_each_run(db_url, settings):
     assert all(r["generic_plans"] == 0 and r["custom_plans"] > 0 for r in others), others
 
 
+def _kill_other_connections(db_url: str) -> int:
+    """Terminate every other connection to this test's database (the store's); how many."""
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def test_a_connection_killed_between_batches_fails_one_attempt_then_the_pool_heals(
     db_url, settings
 ):
@@ -80,12 +90,7 @@ def test_a_connection_killed_between_batches_fails_one_attempt_then_the_pool_hea
     store.open()
     try:
         store.write_batch(first)
-        with psycopg.connect(db_url, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchone()
-            assert killed[0] >= 1
+        assert _kill_other_connections(db_url) >= 1
         with pytest.raises(DatabaseUnavailableError):
             store.write_batch(second)
         result = store.write_batch(second)
@@ -106,11 +111,7 @@ def test_a_connection_idle_for_a_while_is_pinged_and_replaced_if_dead(
     store.open()
     try:
         store.write_batch(first)
-        with psycopg.connect(db_url, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+        assert _kill_other_connections(db_url) >= 1
         result = store.write_batch(second)
         assert result.fills_inserted == sum(isinstance(i.event, FillEvent) for i in second)
     finally:

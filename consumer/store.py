@@ -1272,17 +1272,6 @@ def _write(
             )
 
 
-def _lock_clock(conn: psycopg.Connection[dict[str, Any]], statement: str) -> dict[str, Any]:
-    """Lock the global clock row (``SELECT_CLOCK_FOR_SHARE`` or ``_FOR_UPDATE``), creating it."""
-    row = conn.execute(statement).fetchone()
-    if row is None:
-        conn.execute(ENSURE_CLOCK_ROW)
-        row = conn.execute(statement).fetchone()
-    if row is None:
-        raise SchemaNotReadyError("paper_pnl_clock: the clock row could not be created")
-    return row
-
-
 @dataclass
 class _SnapshotPlan:
     """The batch's cut, and its lock of the global clock row: sent, its result read when
@@ -1298,7 +1287,8 @@ class _SnapshotPlan:
             self._row = self.clock.fetchone()
             if self._row is None:
                 raise SchemaNotReadyError("paper_pnl_clock: the clock row could not be created")
-        return self._row["parts_since"]  # type: ignore[no-any-return]
+        since: datetime | None = self._row["parts_since"]
+        return since
 
 
 def _plan_snapshots(

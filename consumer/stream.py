@@ -121,8 +121,8 @@ def _text(value: Any) -> str:
 
 
 def _entries(stream: str, raw: Sequence[Any], deliveries: int = 1) -> list[RawEntry]:
-    """Entries as text. Bytes that are not UTF-8 become U+FFFD (the entry then fails
-    validation and is dead-lettered with its reason, not dropped)."""
+    """Entries as text. Bytes that are not UTF-8 become U+FFFD: the entry is kept and
+    validated like any other, never dropped here."""
     out = []
     for entry_id, fields in raw:
         try:  # the common case, in C: UTF-8 bytes (a strict decode that succeeds equals ours)

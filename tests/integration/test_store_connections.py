@@ -10,6 +10,7 @@ per-date tables (a row a day): they keep one generic plan, as planning was most 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -79,24 +80,31 @@ def _kill_other_connections(db_url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def test_a_connection_killed_between_batches_fails_one_attempt_then_the_pool_heals(
-    db_url, settings
-):
-    """A connection used a moment ago is handed out without a ping (RECENT_S). If the server
-    dropped it meanwhile, the batch fails as unavailable — nothing applied — and the broken
-    connection is discarded: the retry commits on a new one."""
+@contextmanager
+def _connections_killed_after_a_batch(db_url, settings):
+    """A store that committed one batch, after which the server dropped its connections;
+    yields it with the next batch and how many fills that batch carries."""
     first, second = _batches(settings, count=2, size=40)
     store = PostgresStore(db_url, group="g")
     store.open()
     try:
         store.write_batch(first)
         assert _kill_other_connections(db_url) >= 1
-        with pytest.raises(DatabaseUnavailableError):
-            store.write_batch(second)
-        result = store.write_batch(second)
-        assert result.fills_inserted == sum(isinstance(i.event, FillEvent) for i in second)
+        yield store, second, sum(isinstance(i.event, FillEvent) for i in second)
     finally:
         store.close()
+
+
+def test_a_connection_killed_between_batches_fails_one_attempt_then_the_pool_heals(
+    db_url, settings
+):
+    """A connection used a moment ago is handed out without a ping (RECENT_S). If the server
+    dropped it meanwhile, the batch fails as unavailable — nothing applied — and the broken
+    connection is discarded: the retry commits on a new one."""
+    with _connections_killed_after_a_batch(db_url, settings) as (store, second, fills):
+        with pytest.raises(DatabaseUnavailableError):
+            store.write_batch(second)
+        assert store.write_batch(second).fills_inserted == fills
     assert rows(db_url, "SELECT count(*) AS n FROM paper_consumer_offsets")[0]["n"] > 0
 
 
@@ -106,16 +114,8 @@ def test_a_connection_idle_for_a_while_is_pinged_and_replaced_if_dead(
     """Past RECENT_S the pool pings before handing a connection out: a dead one is replaced
     and the batch commits on the first attempt."""
     monkeypatch.setattr(store_module, "RECENT_S", 0.0)
-    first, second = _batches(settings, count=2, size=40)
-    store = PostgresStore(db_url, group="g")
-    store.open()
-    try:
-        store.write_batch(first)
-        assert _kill_other_connections(db_url) >= 1
-        result = store.write_batch(second)
-        assert result.fills_inserted == sum(isinstance(i.event, FillEvent) for i in second)
-    finally:
-        store.close()
+    with _connections_killed_after_a_batch(db_url, settings) as (store, second, fills):
+        assert store.write_batch(second).fills_inserted == fills
 
 
 # One batch's transaction in pipeline mode sends BEGIN and COMMIT itself (no wait after BEGIN or

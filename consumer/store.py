@@ -1070,6 +1070,8 @@ def _pipelined(conn: psycopg.Connection[dict[str, Any]]) -> Iterator[None]:
             conn.execute(BEGIN, prepare=False)
             try:
                 yield
+                # Sending COMMIT may read answers already in, and raise an earlier refusal.
+                conn.execute(COMMIT, prepare=False)
             except BaseException:
                 # Take the server's answers up to here (an aborted part raises again), so that
                 # the pipeline ends cleanly on the ROLLBACK.
@@ -1078,7 +1080,6 @@ def _pipelined(conn: psycopg.Connection[dict[str, Any]]) -> Iterator[None]:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute(ROLLBACK, prepare=False)
                 raise
-            conn.execute(COMMIT, prepare=False)
     except BaseException:
         # Refused at the final sync (COMMIT skipped), or the connection is gone.
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:

@@ -10,6 +10,7 @@ per-date tables (a row a day): they keep one generic plan, as planning was most 
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 
 import psycopg
@@ -127,17 +128,20 @@ _MARK = (
 _MARKS = "SELECT count(*) AS n FROM paper_consumer_offsets WHERE group_name = 't'"
 
 
-def _ends_then_reusable(db_url: str, body, expected: type[BaseException], caplog) -> None:
+def _ends_then_reusable(
+    db_url: str, body, expected: type[BaseException], caplog, *, times: int = 1
+) -> None:
     """Also: psycopg never had to clean up after us (a pool rolling back a returned
     connection, or a pipeline ended in error, says so at WARNING)."""
     caplog.set_level(logging.WARNING, logger="psycopg")
     store = PostgresStore(db_url, group="g")
     store.open()
     try:
-        with pytest.raises(expected):  # noqa: PT012, SIM117 - the transaction is what raises
-            with store._transaction(pipeline=True) as conn:
-                conn.execute(_MARK)
-                body(conn)
+        for _ in range(times):
+            with pytest.raises(expected):  # noqa: PT012, SIM117 - the transaction is what raises
+                with store._transaction(pipeline=True) as conn:
+                    conn.execute(_MARK)
+                    body(conn)
         with store._transaction(pipeline=True) as conn:
             assert conn.execute(_MARKS).fetchone() == {"n": 0}
         with store._transaction(pipeline=True) as conn:
@@ -168,3 +172,15 @@ def test_an_error_of_ours_mid_batch_rolls_the_transaction_back(db_url, caplog):
         raise LeaseLostError("fenced")
 
     _ends_then_reusable(db_url, fail, LeaseLostError, caplog)
+
+
+def test_a_refusal_already_answered_when_commit_is_sent_rolls_back_cleanly(db_url, caplog):
+    """Sending COMMIT reads the answers already in: the refusal then comes from that send.
+    Three times, so that the statements are prepared and the answer has arrived."""
+
+    def refused_then_a_pause(conn):
+        conn.execute("SELECT 1 / 0")
+        conn.execute(_MARKS)
+        time.sleep(0.05)
+
+    _ends_then_reusable(db_url, refused_then_a_pause, RejectedByDatabaseError, caplog, times=3)

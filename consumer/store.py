@@ -645,6 +645,10 @@ RETURNING snapshot_id
 """
 
 ADVANCE_OFFSETS = """
+WITH batch AS (
+    SELECT * FROM unnest(%(entry_stream)s::varchar[], %(entry_ms)s::bigint[],
+                         %(entry_seq)s::bigint[]) AS b(stream_name, ms, seq)
+)
 INSERT INTO paper_consumer_offsets AS t (stream_name, group_name, last_entry_id,
                                          entries_committed, updated_at)
 SELECT o.stream_name, %(group)s, o.last_entry_id, o.entries, now()
@@ -657,7 +661,13 @@ ON CONFLICT (stream_name, group_name) DO UPDATE SET
            > (split_part(t.last_entry_id, '-', 1)::bigint,
               split_part(t.last_entry_id, '-', 2)::bigint)
         THEN EXCLUDED.last_entry_id ELSE t.last_entry_id END,
-    entries_committed = t.entries_committed + EXCLUDED.entries_committed,
+    -- only the entries past the committed offset: a batch redelivered after a crash between
+    -- COMMIT and XACK is applied again (to no effect) but not counted again
+    entries_committed = t.entries_committed + (
+        SELECT count(*) FROM batch b
+        WHERE b.stream_name = t.stream_name
+          AND (b.ms, b.seq) > (split_part(t.last_entry_id, '-', 1)::bigint,
+                               split_part(t.last_entry_id, '-', 2)::bigint)),
     updated_at = now()
 """
 
@@ -1730,12 +1740,16 @@ def _advance_offsets(
     last: dict[str, EntryKey] = {}
     last_sort: dict[str, tuple[int, int]] = {}  # last[stream].sort_key, parsed once
     counts: dict[str, int] = {}
+    entry_ms: list[int] = []
+    entry_seq: list[int] = []
     for key in keys:
         sort_key = key.sort_key
         if key.stream not in last or sort_key > last_sort[key.stream]:
             last[key.stream] = key
             last_sort[key.stream] = sort_key
         counts[key.stream] = counts.get(key.stream, 0) + 1
+        entry_ms.append(sort_key[0])
+        entry_seq.append(sort_key[1])
     streams = sorted(last)
     conn.execute(
         ADVANCE_OFFSETS,
@@ -1744,6 +1758,9 @@ def _advance_offsets(
             "stream": streams,
             "last_id": [last[s].entry_id for s in streams],
             "entries": [counts[s] for s in streams],
+            "entry_stream": [key.stream for key in keys],
+            "entry_ms": entry_ms,
+            "entry_seq": entry_seq,
         },
     )
 

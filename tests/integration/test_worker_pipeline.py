@@ -329,3 +329,24 @@ def test_progress_is_recorded_per_stream(settings, redis_client, db_url):
     assert offsets[settings.fills_stream]["last_entry_id"] == last_fill
     assert offsets[settings.fills_stream]["entries_committed"] == 1
     assert dead_letters(redis_client, settings.dlq_stream) == []
+
+
+def test_entries_redelivered_after_commit_are_applied_again_but_counted_once(
+    settings, redis_client, db_url
+):
+    """A crash between COMMIT and XACK (or a group moved back) delivers committed entries
+    again: they change nothing, and ``entries_committed`` counts each entry once."""
+    trade(redis_client, settings, "BTCUSDT", ("BUY", "1", "100"))
+    trade(redis_client, settings, "BTCUSDT", ("BUY", "1", "102"))
+    run_until_idle(settings)
+    for stream in (settings.orders_stream, settings.fills_stream):
+        redis_client.xgroup_setid(stream, settings.group, "0")  # everything is delivered again
+    trade(redis_client, settings, "BTCUSDT", ("SELL", "1", "110"))  # and one new trade after it
+    newest = redis_client.xrevrange(settings.fills_stream, count=1)[0][0]
+    worker = run_until_idle(settings)
+    assert worker.totals.duplicates == 2  # the two redelivered fills
+    offsets = {r["stream_name"]: r for r in rows(db_url, "SELECT * FROM paper_consumer_offsets")}
+    assert offsets[settings.orders_stream]["entries_committed"] == 3
+    assert offsets[settings.fills_stream]["entries_committed"] == 3
+    assert offsets[settings.fills_stream]["last_entry_id"] == newest
+    assert position(db_url, "BTCUSDT") == (D(1), D(101), D(9))

@@ -182,24 +182,15 @@ def synthetic_archive(
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for a ``paper-consumer run`` subprocess with ``settings``' names."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "DATABASE_URL": settings.database_dsn(),
-            "REDIS_URL": settings.redis_dsn(),
-            "PAPER_ORDERS_STREAM": settings.orders_stream,
-            "PAPER_FILLS_STREAM": settings.fills_stream,
-            "PAPER_MARKS_STREAM": settings.marks_stream or "",
-            "PAPER_DLQ_STREAM": settings.dlq_stream,
-            "PAPER_CONSUMER_NAME": settings.consumer_name,
-            "PAPER_METRICS_PORT": "0",
-            "PAPER_LOG_FORMAT": "json",
-            "PAPER_LOG_LEVEL": "warning",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    env.update(extra)
-    return env
+    return {
+        **os.environ,
+        **settings.child_environ(),
+        "PAPER_METRICS_PORT": "0",
+        "PAPER_LOG_FORMAT": "json",
+        "PAPER_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
 
 
 def copy_ceiling(

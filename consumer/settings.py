@@ -203,3 +203,22 @@ class Settings(BaseSettings):
         if self.marks_stream:
             names.append(self.marks_stream)
         return names
+
+    def child_environ(self) -> dict[str, str]:
+        """The variables that give a ``paper-consumer run`` child process these settings'
+        servers, streams, group, consumer name and shards (what benchmarks and tests start
+        workers with). They hold the connection strings' secrets: for a child's environment,
+        never for a log."""
+        return {
+            "DATABASE_URL": self.database_dsn(),
+            "REDIS_URL": self.redis_dsn(),
+            "PAPER_REDIS_CLUSTER": "true" if self.redis_cluster else "false",
+            "PAPER_ORDERS_STREAM": self.orders_stream,
+            "PAPER_FILLS_STREAM": self.fills_stream,
+            "PAPER_RESULTS_STREAM": self.results_stream or "",
+            "PAPER_MARKS_STREAM": self.marks_stream or "",
+            "PAPER_DLQ_STREAM": self.dlq_stream,
+            "PAPER_GROUP": self.group,
+            "PAPER_CONSUMER_NAME": self.consumer_name,
+            "PAPER_SHARDS": str(self.shards),
+        }

@@ -40,14 +40,8 @@ def worker_env(settings: Settings, name: str, **extra: str) -> dict[str, str]:
     metrics port, JSON logs); ``extra`` adds or overrides variables."""
     return {
         **clean_environ(),
-        "DATABASE_URL": settings.database_dsn(),
-        "REDIS_URL": settings.redis_dsn(),
-        "PAPER_ORDERS_STREAM": settings.orders_stream,
-        "PAPER_FILLS_STREAM": settings.fills_stream,
-        "PAPER_MARKS_STREAM": settings.marks_stream or "",
-        "PAPER_DLQ_STREAM": settings.dlq_stream,
+        **settings.child_environ(),
         "PAPER_CONSUMER_NAME": name,
-        "PAPER_SHARDS": str(settings.shards),
         "PAPER_BLOCK_MS": "100",
         "PAPER_BATCH_MAX_WAIT_MS": "20",
         "PAPER_METRICS_PORT": "0",  # no endpoint: tests must not bind a fixed port

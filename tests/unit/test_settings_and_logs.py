@@ -108,6 +108,32 @@ def test_stream_units_and_order():
     assert Settings().batch_max_wait_ms == 0
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        {},
+        {"marks_stream": "", "shards": 4, "redis_cluster": True, "results_stream": "r.x"},
+        {"orders_stream": "o.{t}", "fills_stream": "f.{t}", "marks_stream": None, "group": "g2"},
+    ],
+)
+def test_a_child_started_with_child_environ_reads_the_same_names(monkeypatch, given):
+    parent = Settings(
+        database_url="postgresql://u:s3cret@db:5433/x",
+        redis_url="redis://:pw@r:6380/3",
+        consumer_name="parent-1",
+        **given,
+    )
+    for name, value in parent.child_environ().items():
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    for field in ("orders_stream", "fills_stream", "dlq_stream", "group", "consumer_name",
+                  "shards", "redis_cluster"):  # fmt: skip
+        assert getattr(child, field) == getattr(parent, field), field
+    assert child.streams() == parent.streams()  # an unset marks/results stream stays unset
+    assert child.database_dsn() == "postgresql://u:s3cret@db:5433/x"
+    assert child.redis_dsn() == "redis://:pw@r:6380/3"
+
+
 def test_json_logs_off_a_terminal_and_secret_fields_masked(capsys):
     logs.configure("json", "info")
     try:

@@ -164,6 +164,9 @@ class Worker:
         self._lag_checked_at = float("-inf")
         self._next_tick = 0.0
         self._carry: list[RawEntry] = []  # read, pending, not yet processed (stream order)
+        # Streams that may hold entries past the last read of them, by that last entry: kept
+        # from one batch to the next (``_read_tracked``), so the merge point stays where it is.
+        self._more: dict[str, EntryKey] = {}
         self._last_read: list[RawEntry] = []
         self._pending_cursor: dict[str, str] = {}
         self._last_lag: int | None = None
@@ -321,8 +324,13 @@ class Worker:
         limit = self.settings.batch_max_entries
         epoch = self._drain_epoch
         batch, self._carry = self._carry, []
-        # A stream with entries in hand may hold more after them.
-        more: dict[str, EntryKey] = {entry.key.stream: entry.key for entry in batch}
+        # A stream with entries in hand may hold more after them. Streams whose last read
+        # filled its share stay in ``more`` too, even with nothing in hand: without them the
+        # merge point would move to the others' last entries, and the next read would take
+        # more of a stream that is ahead already (those entries piled up in hand).
+        more = dict(self._more)
+        for entry in batch:
+            more.setdefault(entry.key.stream, entry.key)
         first_block = None if batch or self._draining_own_pending else self.settings.block_ms
         fresh = len(self._read_tracked(more, limit, first_block))
         batch += self._last_read
@@ -331,9 +339,18 @@ class Worker:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             behind = self._behind(more)
             # Each read asks every stream it names for one entry at least: never overflow.
-            if remaining_ms <= 0 or fresh + len(behind) > limit:
+            if fresh + len(behind) > limit:
                 break
-            block_ms = None if self._draining_own_pending else remaining_ms
+            if remaining_ms > 0:
+                block_ms = None if self._draining_own_pending else remaining_ms
+            elif any(name in more for name in behind) and limit - fresh >= limit // 8:
+                # Past the wait, read on (without blocking) while a stream at the merge point
+                # may hold more and an eighth of the batch is still free. COUNT cuts a busy
+                # stream at an earlier id than a sparse one, so on a backlog a single read
+                # leaves about half the batch waiting in hand for the next one.
+                block_ms = None
+            else:
+                break
             if not self._read_tracked(more, limit - fresh, block_ms):
                 break
             fresh += len(self._last_read)
@@ -342,7 +359,11 @@ class Worker:
             # A read failed and may have delivered entries whose reply was lost: everything
             # read so far is in our pending list and is re-read from 0, in order.
             self._carry = []
+            self._more = {}
             return []
+        # A stream held at 0-0 (drained history, nothing of it read yet) is simply behind:
+        # next time it is read with the others, as a stream not in ``more`` is.
+        self._more = {name: key for name, key in more.items() if key.entry_id != "0-0"}
         return self._keep_ordered(batch, more, limit)
 
     def _behind(self, more: dict[str, EntryKey]) -> list[str]:
@@ -457,6 +478,7 @@ class Worker:
         self._drain_epoch += 1
         self._pending_cursor = {}
         self._carry = []
+        self._more = {}
 
     # -- one batch --------------------------------------------------------------------------------
 

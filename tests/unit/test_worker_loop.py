@@ -301,6 +301,38 @@ def test_one_busy_stream_does_not_starve_the_batches(settings, redis_client):
     assert len(store.batches) <= 12  # 8 full batches, and a few partial ones at the edges
 
 
+def test_entries_held_back_for_stream_order_stay_within_a_batch_on_a_long_backlog(
+    settings, redis_client
+):
+    """A busy stream and a sparse one: a read of each cuts them at different ids, so part of
+    every read waits for the next batch. Those entries count against that batch's room: on a
+    backlog of 1,200 entries they never pile up (they grew by ~27 % of each read before, to
+    17,000 entries on a 100,000-entry backlog, each re-sorted every batch), and the batches
+    stay full and in stream order."""
+    ids = []
+    for n in range(300):  # three orders for each fill
+        for k in range(3):
+            order = {"order_id": f"o-{n}-{k}", "symbol": "BTCUSDT", "side": "BUY", "quantity": "1"}
+            ids.append(redis_client.xadd(settings.orders_stream, order, id=f"{40 * n + k + 1}-0"))
+        ids.append(redis_client.xadd(settings.fills_stream, fill(n), id=f"{40 * n + 5}-0"))
+    limit = settings.batch_max_entries
+    store = MemoryStore()
+    seen = record_applied(store)
+    read_ahead = []
+    applied = store.write_batch
+
+    def watch(items):  # read, not acknowledged: this batch and what waits for the next ones
+        streams = (settings.orders_stream, settings.fills_stream)
+        read_ahead.append(sum(redis_client.xpending(s, settings.group)["pending"] for s in streams))
+        return applied(items)
+
+    store.write_batch = watch
+    make_worker(settings, redis_client, store).run(until_idle=True)
+    assert seen == by_id(ids)
+    assert max(read_ahead) <= 2 * limit, read_ahead
+    assert len(store.batches) <= 1200 // (limit // 2) + 2  # at least half full
+
+
 def test_a_claim_during_the_drain_never_overtakes_our_own_pending_entries(settings, redis_client):
     """Our own pending entries go idle while they wait (a slow drain after an outage, a long
     batch). A claim then must not hand them to the loop ahead of those already in hand: only

@@ -307,6 +307,7 @@ def verify(dsn: str, client: redis.Redis, run: Run, dlq: str) -> dict[str, Any]:
         + (len(dead) - len(dead_set))
         + (1 if fill_pnl != len(fill_ids) else 0)
     )
+    committed_valid = len(run.valid) - len(dead_set - run.fuzz_ids)
     missing = sorted(run.fuzz_ids - dead_set)[:3]
     for stream, entry_id in missing:
         print("not dead-lettered:", stream, entry_id, client.xrange(stream, entry_id, entry_id))
@@ -314,7 +315,7 @@ def verify(dsn: str, client: redis.Redis, run: Run, dlq: str) -> dict[str, Any]:
         "published": run.published,
         "published_valid": len(run.valid),
         "published_fuzzed": len(run.fuzz_ids),
-        "committed_valid": len(run.valid) - len(dead_set - run.fuzz_ids),
+        "committed_valid": committed_valid,
         "offsets_entries_committed": int(offsets),
         "dead_lettered": len(dead),
         "dead_lettered_fuzzed": len(dead_set & run.fuzz_ids),
@@ -327,7 +328,7 @@ def verify(dsn: str, client: redis.Redis, run: Run, dlq: str) -> dict[str, Any]:
         "positions_differing": wrong_positions,
         "stats_volume_equal": Decimal(volume) == want["volume"],
         # each committed entry counted once, however often a kill made it delivered again
-        "offsets_count_each_once": int(offsets) == len(run.valid) - len(dead_set - run.fuzz_ids),
+        "offsets_count_each_once": int(offsets) == committed_valid,
     }
 
 

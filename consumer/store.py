@@ -651,9 +651,9 @@ WITH batch AS (
 )
 INSERT INTO paper_consumer_offsets AS t (stream_name, group_name, last_entry_id,
                                          entries_committed, updated_at)
-SELECT o.stream_name, %(group)s, o.last_entry_id, o.entries, now()
-FROM unnest(%(stream)s::varchar[], %(last_id)s::varchar[], %(entries)s::bigint[])
-     AS o(stream_name, last_entry_id, entries)
+SELECT o.stream_name, %(group)s, o.last_entry_id,
+       (SELECT count(*) FROM batch b WHERE b.stream_name = o.stream_name), now()
+FROM unnest(%(stream)s::varchar[], %(last_id)s::varchar[]) AS o(stream_name, last_entry_id)
 ON CONFLICT (stream_name, group_name) DO UPDATE SET
     last_entry_id = CASE
         WHEN (split_part(EXCLUDED.last_entry_id, '-', 1)::bigint,
@@ -1739,7 +1739,6 @@ def _advance_offsets(
 ) -> None:
     last: dict[str, EntryKey] = {}
     last_sort: dict[str, tuple[int, int]] = {}  # last[stream].sort_key, parsed once
-    counts: dict[str, int] = {}
     entry_ms: list[int] = []
     entry_seq: list[int] = []
     for key in keys:
@@ -1747,7 +1746,6 @@ def _advance_offsets(
         if key.stream not in last or sort_key > last_sort[key.stream]:
             last[key.stream] = key
             last_sort[key.stream] = sort_key
-        counts[key.stream] = counts.get(key.stream, 0) + 1
         entry_ms.append(sort_key[0])
         entry_seq.append(sort_key[1])
     streams = sorted(last)
@@ -1757,7 +1755,6 @@ def _advance_offsets(
             "group": group,
             "stream": streams,
             "last_id": [last[s].entry_id for s in streams],
-            "entries": [counts[s] for s in streams],
             "entry_stream": [key.stream for key in keys],
             "entry_ms": entry_ms,
             "entry_seq": entry_seq,

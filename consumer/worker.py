@@ -44,6 +44,8 @@ T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_GRACE_EXPIRED = 75  # EX_TEMPFAIL: stopped with work uncommitted; it will be redelivered
+# The id before every entry: a stream held there (``_read_tracked``) has had nothing read yet.
+NOTHING_READ = "0-0"
 
 
 class ShutdownTimeoutError(Exception):
@@ -361,9 +363,9 @@ class Worker:
             self._carry = []
             self._more = {}
             return []
-        # A stream held at 0-0 (drained history, nothing of it read yet) is simply behind:
+        # A stream held at NOTHING_READ (drained history, nothing of it read yet) is behind:
         # next time it is read with the others, as a stream not in ``more`` is.
-        self._more = {name: key for name, key in more.items() if key.entry_id != "0-0"}
+        self._more = {name: key for name, key in more.items() if key.entry_id != NOTHING_READ}
         return self._keep_ordered(batch, more, limit)
 
     def _behind(self, more: dict[str, EntryKey]) -> list[str]:
@@ -423,7 +425,7 @@ class Worker:
                 more[name] = last[name]
             elif name in history and self._drain_in_order:
                 self._pending_streams.discard(name)
-                more[name] = EntryKey(name, self._pending_cursor.get(name, "0-0"))
+                more[name] = EntryKey(name, self._pending_cursor.get(name, NOTHING_READ))
             else:
                 more.pop(name, None)
         self._last_read = entries

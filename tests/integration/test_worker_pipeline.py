@@ -21,6 +21,7 @@ from tests.support.pipeline import (
     rows,
     run_until_idle,
     snapshot,
+    worker_for,
 )
 
 _ids = itertools.count(1)
@@ -350,3 +351,37 @@ def test_entries_redelivered_after_commit_are_applied_again_but_counted_once(
     assert offsets[settings.fills_stream]["entries_committed"] == 3
     assert offsets[settings.fills_stream]["last_entry_id"] == newest
     assert position(db_url, "BTCUSDT") == (D(1), D(101), D(9))
+
+
+def test_a_backlog_of_a_busy_and_a_sparse_stream_is_drained_in_full_batches(
+    settings, redis_client, db_url
+):
+    """Real Redis and PostgreSQL: three orders for each fill, 1,200 entries waiting. Entries
+    read but held back for stream order never exceed two batches (they piled up by ~27 % of
+    each read before), batches stay at least half full, and every row is there."""
+    for n in range(300):
+        for k in range(3):
+            publish(redis_client, settings.orders_stream, {
+                "order_id": f"o-{n}-{k}", "symbol": "BTCUSDT", "side": "BUY", "quantity": "1",
+                "timestamp": "2026-11-20T10:00:00Z"})  # fmt: skip
+        publish(redis_client, settings.fills_stream, {
+            "fill_id": f"f-{n}", "order_id": f"o-{n}-0", "symbol": "BTCUSDT", "side": "BUY",
+            "quantity": "1", "price": "100", "timestamp": "2026-11-20T10:00:01Z"})  # fmt: skip
+    limit = 40
+    fast = settings.model_copy(update={"batch_max_entries": limit, "batch_max_wait_ms": 0})
+    streams = (settings.orders_stream, settings.fills_stream)
+    read_ahead: list[int] = []
+    with worker_for(fast) as worker:
+        applied = worker.store.write_batch
+
+        def watch(items, fence=None):  # read, not acknowledged: this batch and what waits
+            read_ahead.append(sum(redis_client.xpending(s, fast.group)["pending"] for s in streams))
+            return applied(items, fence)
+
+        worker.store.write_batch = watch
+        assert worker.run(until_idle=True) == 0
+    assert max(read_ahead) <= 2 * limit, read_ahead
+    assert len(read_ahead) <= 1200 // (limit // 2) + 2  # at least half full
+    (counts,) = rows(db_url, "SELECT (SELECT count(*) FROM paper_orders) AS orders, "
+                             "(SELECT count(*) FROM paper_fills) AS fills")  # fmt: skip
+    assert counts == {"orders": 900, "fills": 300}

@@ -229,10 +229,18 @@ def table_counts(dsn: str) -> dict[str, int]:
 
 def sql_breakdown() -> dict[str, list[float]]:
     """Time every ``Connection.execute`` of the worker by the name of its SQL constant in
-    ``consumer/store.py`` (wall time including the round trip); returns the live table."""
-    from consumer import store  # noqa: PLC0415
+    ``consumer/db/`` (wall time including the round trip); returns the live table."""
+    import pkgutil  # noqa: PLC0415
+    from importlib import import_module  # noqa: PLC0415
 
-    names = {v: k for k, v in vars(store).items() if isinstance(v, str) and k.isupper()}
+    from consumer import db  # noqa: PLC0415
+
+    names = {
+        v: k
+        for info in pkgutil.iter_modules(db.__path__)
+        for k, v in vars(import_module(f"consumer.db.{info.name}")).items()
+        if isinstance(v, str) and k.isupper()
+    }
     table: dict[str, list[float]] = {}
     original = psycopg.Connection.execute
 

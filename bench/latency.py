@@ -26,10 +26,11 @@ from datetime import UTC, datetime
 import redis
 from _common import REDIS_URL, machine, print_breakdown, scratch, sql_breakdown
 
+from consumer.db import PostgresStore
+from consumer.fold import BatchResult
 from consumer.logs import configure
 from consumer.publisher import Publisher
 from consumer.records import ParsedEntry
-from consumer.store import BatchResult, PostgresStore
 from consumer.stream import RedisStream
 from consumer.worker import Worker
 

@@ -24,7 +24,7 @@ Ratios: a/b = entries/s of (a) over entries/s of (b) (target >= 30); a/c = COPY 
 worker seconds for the same rows (target >= 0.5). ``--profile pyinstrument`` writes
 ``bench/throughput-profile.txt`` for the worker run (py-spy: run this script under
 ``py-spy record``). ``--sql-breakdown`` prints the wall time of each of the worker's SQL
-statements (by its constant's name in ``consumer/store.py``), with the last batch's cost.
+statements (by its constant's name in ``consumer/db/``), with the last batch's cost.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ import psycopg
 import redis
 from _common import copy_ceiling, machine, print_breakdown, scratch, sql_breakdown, table_counts
 
+from consumer.db import PostgresStore
 from consumer.logs import configure
 from consumer.observer import Observer
 from consumer.publisher import Publisher
 from consumer.settings import Settings
-from consumer.store import PostgresStore
 from consumer.stream import RedisStream, read_range
 from consumer.worker import Worker
 

@@ -3,9 +3,9 @@
 This module owns the arithmetic of the accounting rules (the spec's ``accounting.md``, rules
 1-6): how a fill moves a symbol's position (signed quantity, average entry price, lifetime
 realized P&L, trade counters, open/close times), how a mark moves its unrealized P&L, and which
-round trips a fill closes. It is pure: no I/O, no clock, no logging. ``store.py`` persists what it
-returns (the columns of ``paper_positions``, plus the open round trip and the mark time in its
-``metadata`` JSONB) and ``worker.py`` decides what to feed it.
+round trips a fill closes. It is pure: no I/O, no clock, no logging. ``consumer/db/`` persists
+what it returns (the columns of ``paper_positions``, plus the open round trip and the mark time
+in its ``metadata`` JSONB) and ``worker.py`` decides what to feed it.
 
 Determinism contract: every stored value is quantized to 8 dp with ROUND_HALF_EVEN (the scale of
 the ``DECIMAL(18,8)`` columns), inputs included, and each fill starts from those stored values

@@ -5,7 +5,7 @@ fills and per-fill P&L rows (by the UTC date of ``filled_at``). ``paper_stats_su
 exact counts and NUMERIC sums per date; a batch adds, per date, its orders as they stand after
 it and subtracts them as they stood before it, adds the fills and P&L rows it inserted, and
 moves the latency of an order's older fills when the order's ``created_at`` moved. The store
-then derives the touched ``paper_trading_stats`` rows from the sums (``store.py``).
+then derives the touched ``paper_trading_stats`` rows from the sums (``db/stats.py``).
 
 Every value comes from rows PostgreSQL returned (stored amounts, the fee % PostgreSQL divided),
 so each term has the digits the reference SQL (``store.REAGGREGATE_STATS``) would see. Sums are

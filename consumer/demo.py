@@ -38,10 +38,10 @@ from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from consumer import embedded, migrations
+from consumer.db import PostgresStore
 from consumer.logs import configure, get_logger
 from consumer.publisher import DEFAULT_SYMBOLS, Publisher, PublishStats
 from consumer.settings import Settings
-from consumer.store import PostgresStore
 from consumer.stream import RedisStream
 from consumer.worker import Worker
 

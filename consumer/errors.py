@@ -1,8 +1,9 @@
 """The project's own exceptions.
 
-Driver errors (psycopg, redis-py) are translated into these inside ``store.py``, ``stream.py`` and
-``migrations.py``, so callers handle a handful of meaningful cases and users read messages that
-say what to do. Messages never contain passwords: URLs are passed through ``redact_url`` first.
+Driver errors (psycopg, redis-py) are translated into these inside ``consumer/db/``,
+``stream.py`` and ``migrations.py``, so callers handle a handful of meaningful cases and users
+read messages that say what to do. Messages never contain passwords: URLs are passed through
+``redact_url`` first.
 """
 
 

@@ -41,12 +41,13 @@ from datetime import datetime
 from typing import TypeVar
 
 from consumer import events, shards
+from consumer.db import Fence, LeaseStore, PostgresStore
 from consumer.errors import DatabaseUnavailableError, LeaseLostError, RedisUnavailableError
+from consumer.fold import BatchResult
 from consumer.logs import get_logger
 from consumer.observer import Observer
 from consumer.records import ParsedEntry, RawEntry
 from consumer.settings import Settings
-from consumer.store import BatchResult, Fence, LeaseStore, PostgresStore
 from consumer.stream import RedisStream, check_cluster_layout
 from consumer.worker import EXIT_GRACE_EXPIRED, EXIT_OK, Worker
 

@@ -48,9 +48,9 @@ from consumer.logs import get_logger
 from consumer.observer import Observer, Server
 
 if TYPE_CHECKING:
+    from consumer.fold import BatchResult
     from consumer.records import ParsedEntry, RawEntry
     from consumer.settings import Settings
-    from consumer.store import BatchResult
     from consumer.stream import RedisStream
 
 NAMESPACE = "paper_consumer"

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from consumer.fold import BatchResult
     from consumer.records import ParsedEntry, RawEntry
-    from consumer.store import BatchResult
 
 Server = str
 """``"postgres"`` or ``"redis"``."""

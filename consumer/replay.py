@@ -6,11 +6,11 @@ the live worker's logic, only without a consumer group:
 - entries are ordered as the worker orders a batch (``worker.entry_order``: stream id, then the
   configured stream order orders < fills < marks) and parsed by ``worker.parse_raw`` with the
   worker's stream → kind mapping;
-- they are written by the store's ``_write`` (``store.ReplayTarget``) in chunks of
+- they are written by the store's ``_write`` (``db.ReplayTarget``) in chunks of
   ``chunk_size`` entries, all inside ONE transaction on one connection: an interrupted replay
   (error, Ctrl-C, lost connection) leaves the previous state exactly as it was; a chunk that
   PostgreSQL rejects is split like the worker splits a batch;
-- ``_write``'s results do not depend on batch boundaries (see ``store.py``), so one global pass
+- ``_write``'s results do not depend on batch boundaries (see ``fold.py``), so one global pass
   in stream order equals the worker's many batches.
 
 Invalid entries are counted and listed (log events ``replay_entry_invalid`` and the summary), never
@@ -54,7 +54,7 @@ from typing import IO, Any, Literal, TextIO
 
 import orjson
 
-from consumer import events, migrations, store, stream
+from consumer import db, events, migrations, stream
 from consumer.errors import ReplaySourceError
 from consumer.logs import get_logger
 from consumer.records import EntryKey, ParsedEntry, RawEntry
@@ -466,7 +466,7 @@ def open_source(
         return entries, None
     lo, hi = bound_key(spec.start, upper=False), bound_key(spec.end, upper=True)
     dsn = settings.database_dsn()
-    return store.read_ledger(dsn, streams, lo, hi), store.count_ledger(dsn, streams, lo, hi)
+    return db.read_ledger(dsn, streams, lo, hi), db.count_ledger(dsn, streams, lo, hi)
 
 
 def replay(
@@ -484,7 +484,7 @@ def replay(
     dsn = target_dsn or settings.database_dsn()
     migrations.verify(dsn)
     summary = ReplaySummary(source=spec.kind if spec.kind != "file" else f"file:{spec.path}")
-    target = store.ReplayTarget(
+    target = db.ReplayTarget(
         dsn, group=settings.group, reset=reset, start_balance=settings.start_balance_usdt
     )
     target.open()  # refuses here, before any reading, when a worker is connected or rows exist
@@ -547,7 +547,7 @@ def fewer_collections() -> Iterator[None]:
 def _run(
     settings: Settings,
     entries: Iterator[RawEntry],
-    target: store.ReplayTarget,
+    target: db.ReplayTarget,
     summary: ReplaySummary,
     progress: Progress,
     *,
@@ -585,7 +585,7 @@ def _invalid(summary: ReplaySummary, entry: RawEntry, reason: str) -> None:
 
 
 def _flush(
-    target: store.ReplayTarget,
+    target: db.ReplayTarget,
     chunk: list[ParsedEntry],
     summary: ReplaySummary,
     progress: Progress,

@@ -1,6 +1,6 @@
 """``paper-consumer report`` and ``snapshot``: what a trader reads at a glance.
 
-``gather`` runs the analytics queries of ``store.py`` (one short read-only connection) and
+``gather`` runs the analytics queries of ``db/reads.py`` (one short read-only connection) and
 returns a ``Report``; the renderers (table, JSON, CSV) are pure. ``plot`` draws the P&L
 snapshots with matplotlib, imported only when a plot is asked for (``paper-consumer[plot]``).
 
@@ -33,14 +33,14 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from consumer.errors import DatabaseUnavailableError, PaperConsumerError, SchemaNotReadyError
-from consumer.store import (
+from consumer.db import PostgresStore
+from consumer.db.reads import (
     REPORT_BY_SYMBOL,
     REPORT_TOTALS,
     SELECT_PLOT_SNAPSHOTS,
     SELECT_SNAPSHOT,
-    PostgresStore,
 )
+from consumer.errors import DatabaseUnavailableError, PaperConsumerError, SchemaNotReadyError
 
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 _UNITS["w"] = 7 * _UNITS["d"]

@@ -12,7 +12,7 @@ What goes (rules and reasons in ``sql/schema/paper_trading_erd.md``, "Retention"
 Nothing else: fills (exactly-once record, volume since start), positions, round trips, per-fill
 P&L, daily stats, offsets and the ledger are never pruned. Each batch is one ``DELETE … WHERE
 ctid IN (SELECT ctid … LIMIT n)`` in its own short transaction (autocommit), so no lock is held
-for long and an interrupted prune keeps what it deleted so far. SQL lives in ``store.py``.
+for long and an interrupted prune keeps what it deleted so far. SQL lives in ``db/maintenance.py``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from consumer.errors import DatabaseUnavailableError, SchemaNotReadyError
-from consumer.store import (
+from consumer.db.maintenance import (
     COUNT_PRUNABLE_ORDERS,
     COUNT_PRUNABLE_PARTS,
     COUNT_PRUNABLE_SNAPSHOTS,
@@ -34,6 +33,7 @@ from consumer.store import (
     PRUNE_SNAPSHOT_PARTS,
     PRUNE_SNAPSHOTS,
 )
+from consumer.errors import DatabaseUnavailableError, SchemaNotReadyError
 
 DEFAULT_BATCH_SIZE = 5000
 

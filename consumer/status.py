@@ -5,7 +5,7 @@ dead-letter stream's length and newest reasons; the committed offsets in Postgre
 P&L snapshot and ``get_paper_total_pnl()``. With ``PAPER_SHARDS`` N > 0, per shard: the owner
 and its lease epoch, the last heartbeat, the lag, pending entries and dead letters. Read-only
 on both servers: it creates no group and takes no worker lock. The Redis calls live in
-``stream.py``, the SQL in ``store.py``.
+``stream.py``, the SQL in ``db/reads.py``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from consumer.db import read_leases, read_status
 from consumer.settings import Settings
 from consumer.shards import all_shard_streams, shard_settings
-from consumer.store import read_leases, read_status
 from consumer.stream import RedisStream
 
 REASON_MAX = 160

@@ -1,11 +1,12 @@
 """In-memory twin of ``PostgresStore`` for fast unit tests of the worker loop.
 
-``MemoryStore`` keeps the same promises as the real store at the level the worker sees them —
-one batch applied atomically or not at all, fills de-duplicated by id, positions moved only by
-new fills, using the same ``orders`` and ``accounting`` logic — and can be told to fail: be
+``MemoryStore`` runs the same pure fold as the real store (``fold.Fold``) over dicts — one
+batch applied atomically or not at all, fills de-duplicated by id, positions moved only by new
+fills, bot requests and results linked — and keeps only its storage and its fault switches: be
 *down* (``DatabaseUnavailableError``) or refuse entries (``RejectedByDatabaseError``), so the
-loop's retry and split paths run in milliseconds. The real store is always tested against a
-real PostgreSQL; this twin never stands in for it there.
+loop's retry and split paths run in milliseconds. Snapshots and statistics are PostgreSQL's
+concern (the twin takes none). The real store is always tested against a real PostgreSQL; this
+twin never stands in for it there.
 """
 
 from __future__ import annotations
@@ -17,15 +18,10 @@ from datetime import datetime
 
 from consumer import accounting
 from consumer.errors import DatabaseUnavailableError, RejectedByDatabaseError
-from consumer.events import FillEvent, MarkEvent, OrderEvent
-from consumer.orders import (
-    OrderEventRejectedError,
-    OrderState,
-    apply_order_event,
-    placeholder_from_fill,
-)
+from consumer.events import FillEvent
+from consumer.fold import BatchResult, Fold
+from consumer.orders import OrderState
 from consumer.records import ParsedEntry
-from consumer.store import BatchResult, accounting_fill
 
 
 @dataclass
@@ -52,8 +48,13 @@ class MemoryStore:
             raise RejectedByDatabaseError("memory store refused an entry")
         draft = copy.deepcopy(self.state)  # all or nothing, like a transaction
         result = BatchResult()
-        for item in items:
-            self._apply(draft, item, result)
+        fold = Fold(draft.orders, draft.positions, set(draft.fills))
+        step = fold.apply(items, result)
+        for _, fill, _side in step.fills:
+            draft.fills[fill.fill_id] = fill
+        result.orders_written = len(step.orders)
+        result.fills_inserted = len(step.fills)
+        result.positions_written = len(step.positions)
         self.state = draft
         self.batches.append(len(items))
         return result
@@ -63,35 +64,3 @@ class MemoryStore:
         if self.down:
             raise DatabaseUnavailableError("memory store is down")
         return 0
-
-    @staticmethod
-    def _apply(state: MemoryState, item: ParsedEntry, result: BatchResult) -> None:
-        event = item.event
-        if isinstance(event, OrderEvent):
-            try:
-                state.orders[event.order_id] = apply_order_event(
-                    state.orders.get(event.order_id), event
-                )
-                result.orders_written += 1
-            except OrderEventRejectedError as exc:
-                result.rejected.append((item, str(exc)))
-        elif isinstance(event, FillEvent):
-            order = state.orders.get(event.order_id)
-            side = event.side or (order.side if order else None)
-            if side is None:
-                result.rejected.append((item, "fill without side for an unknown order"))
-                return
-            if event.fill_id in state.fills:
-                result.fills_duplicate += 1
-                return
-            if order is None:
-                state.orders[event.order_id] = placeholder_from_fill(event, side)
-            state.fills[event.fill_id] = event
-            position = state.positions.get(event.symbol) or accounting.new_position(event.symbol)
-            outcome = accounting.apply_fill(position, accounting_fill(event, side))
-            state.positions[event.symbol] = outcome.position
-            result.fills_inserted += 1
-        elif isinstance(event, MarkEvent) and event.symbol in state.positions:
-            state.positions[event.symbol] = accounting.apply_mark(
-                state.positions[event.symbol], event.price, event.timestamp
-            )

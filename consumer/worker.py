@@ -33,11 +33,11 @@ from consumer.errors import (
     RedisUnavailableError,
     RejectedByDatabaseError,
 )
+from consumer.fold import BatchResult
 from consumer.logs import get_logger
 from consumer.observer import Observer
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
-from consumer.store import BatchResult
 from consumer.stream import RedisStream
 
 T = TypeVar("T")

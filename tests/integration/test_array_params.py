@@ -1,4 +1,4 @@
-"""The store passes each ``unnest`` column as one array literal (``store._array_literal``) instead
+"""The store passes each ``unnest`` column as one array literal (``db.rows.array_literal``) instead
 of a list psycopg dumps element by element: against real PostgreSQL, the literal gives exactly
 the array psycopg's own dumping gives, for generated values of every kind the store sends (text
 with quotes, backslashes, braces, commas, spaces, "NULL", unicode; Decimals of any exponent and
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.store import _array_literal
+from consumer.db.rows import array_literal
 
 MANY = settings(
     max_examples=300,
@@ -77,7 +77,7 @@ def columns(draw: Any) -> tuple[str, list[Any]]:
 @given(columns())
 def test_array_literal_is_what_psycopg_sends(conn, column):
     cast, values = column
-    literal = _array_literal(values)
+    literal = array_literal(values)
     assert isinstance(literal, str), values  # every kind the store sends becomes a literal
     assert as_postgres_sees(conn, cast, literal) == as_postgres_sees(conn, cast, values)
 
@@ -93,4 +93,4 @@ def test_other_elements_stay_lists():
         [1.5],
         [Decimal(1), 1],  # psycopg refuses mixed lists: the literal must not hide that
     ):
-        assert _array_literal(values) == values
+        assert array_literal(values) == values

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from consumer.daily_sums import latency_ms, utc_date
 
-# The reference's latency and date expressions (store.REAGGREGATE_STATS), on two parameters.
+# The reference's latency and date expressions (db/stats.py REAGGREGATE_STATS), on two parameters.
 REFERENCE = """
 SELECT (CASE WHEN %(f)s::timestamptz >= %(c)s::timestamptz
               AND %(f)s::timestamptz < %(c)s::timestamptz + interval '24 hours'

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from pydantic import SecretStr
 
-from consumer import store
+from consumer.db import stats as stats_sql
 from tests.support import reference
 from tests.support.pipeline import (
     SNAPSHOT_QUERIES,
@@ -143,7 +143,7 @@ def _assert_stats_equal_full_reaggregation(dsn: str) -> None:
         kept = conn.execute(stats_query).fetchall()
         dates = [r["stat_date"] for r in kept]
         conn.execute("DELETE FROM paper_trading_stats")
-        conn.execute(store.REAGGREGATE_STATS, {"dates": dates})
-        conn.execute(store.REFRESH_CUMULATIVE_PNL, {"from": min(dates)})
+        conn.execute(stats_sql.REAGGREGATE_STATS, {"dates": dates})
+        conn.execute(stats_sql.REFRESH_CUMULATIVE_PNL, {"from": min(dates)})
         assert conn.execute(stats_query).fetchall() == kept
         conn.rollback()

@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from consumer.db import PostgresStore
 from consumer.errors import RedisUnavailableError
 from consumer.metrics import Metrics, MetricsServer, start_monitoring
 from consumer.settings import Settings
-from consumer.store import PostgresStore
 from consumer.stream import RedisStream
 from consumer.worker import Worker
 from tests.support.pipeline import publish

@@ -10,7 +10,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from consumer import migrations, store
+from consumer import db, migrations
 from consumer.errors import MigrationChangedError, MigrationError, SchemaNotReadyError
 from consumer.events import FillEvent
 from consumer.records import EntryKey, ParsedEntry, RawEntry
@@ -154,7 +154,7 @@ def test_007_back_fills_symbol_clocks_and_never_recomputes_old_rows(empty_db_url
     event = FillEvent(fill_id="f1", order_id="o1", symbol="BBBUSDT", side="BUY",
                       quantity=Decimal(1), price=Decimal(100),
                       timestamp=datetime(2026, 11, 20, 9, 5, tzinfo=UTC))  # fmt: skip
-    target = store.PostgresStore(empty_db_url, group="g")
+    target = db.PostgresStore(empty_db_url, group="g")
     target.open()
     try:
         target.write_batch([ParsedEntry(RawEntry(EntryKey("fills", "1-0"), {}), event)])

@@ -19,11 +19,11 @@ import pytest
 import redis
 
 from consumer import replay
+from consumer.db import PostgresStore
 from consumer.errors import ReplayRefusedError, ReplaySourceError
 from consumer.publisher import Publisher
 from consumer.records import RawEntry
 from consumer.settings import Settings
-from consumer.store import PostgresStore
 from tests.support.pipeline import rows, run_until_idle, snapshot
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from consumer import status
+from consumer.db import LeaseStore, PostgresStore, check_fence
 from consumer.errors import LeaseLostError
 from consumer.leases import LeasedStream, LocalLease, ShardRunner, ShardsProbe
 from consumer.logs import configure
@@ -31,7 +32,6 @@ from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.replay import SourceSpec, replay
 from consumer.settings import Settings
 from consumer.shards import all_shard_streams, shard_of, shard_settings
-from consumer.store import LeaseStore, PostgresStore, check_fence
 from consumer.stream import RedisStream
 from consumer.worker import parse_raw, stream_kinds
 from tests.support.pipeline import publish, rows, run_until_idle, snapshot

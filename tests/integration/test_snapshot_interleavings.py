@@ -17,7 +17,8 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer import store
+from consumer import db
+from consumer.db.replay_target import RESET_REPLAY_TABLES
 from consumer.events import FillEvent, MarkEvent
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from tests.support import snapshot_reference as ref
@@ -80,8 +81,8 @@ def _interleave(per_symbol: dict[str, list[ParsedEntry]], keys: list[int]) -> li
 
 def _run(dsn: str, items: list[ParsedEntry], cuts: list[int]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(store.RESET_REPLAY_TABLES)
-    target = store.PostgresStore(dsn, group="prop", start_balance=D(1000))
+        conn.execute(RESET_REPLAY_TABLES)
+    target = db.PostgresStore(dsn, group="prop", start_balance=D(1000))
     target.open()
     try:
         pos, k = 0, 0

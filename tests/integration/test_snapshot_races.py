@@ -1,6 +1,6 @@
 """Concurrent batches of different shards (separate transactions) and the snapshot rows.
 
-Two real connections, each inside ``store._write`` exactly as a shard's batch: one batch creates
+Two real connections, each inside ``db.batch.write_rows`` as a shard's batch: one batch creates
 the row 11:00 (its symbol crosses it), the other changes a symbol whose clock is still before
 11:00 (so the row must include that change). Whichever commits first, the row ends up with both
 (the creation lock on the global clock row, docs/scaling.md "P&L snapshots").
@@ -17,8 +17,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from consumer import retention, store
+from consumer import db, retention
+from consumer.db.batch import write_rows
 from consumer.events import FillEvent
+from consumer.fold import BatchResult
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from tests.support.pipeline import rows
 
@@ -34,7 +36,7 @@ def fill(n: int, symbol: str, when: str, qty: str = "1", price: str = "100") -> 
 
 
 def write(dsn: str, items: list[ParsedEntry]) -> None:
-    target = store.PostgresStore(dsn, group="g")
+    target = db.PostgresStore(dsn, group="g")
     target.open()
     try:
         target.write_batch(items)
@@ -45,7 +47,7 @@ def write(dsn: str, items: list[ParsedEntry]) -> None:
 def open_batch(dsn: str, items: list[ParsedEntry]) -> psycopg.Connection:
     """A batch written but not committed (its locks held)."""
     conn = psycopg.connect(dsn, row_factory=dict_row)
-    store._write(conn, items, store.BatchResult(), group="g", archive=False)
+    write_rows(conn, items, BatchResult(), group="g", archive=False)
     return conn
 
 

@@ -17,9 +17,9 @@ import pytest
 from pydantic import SecretStr
 
 from consumer import snapshots
+from consumer.db import PostgresStore
 from consumer.events import parse_entry
 from consumer.records import EntryKey, ParsedEntry, RawEntry
-from consumer.store import PostgresStore
 from tests.support.feed import Feed
 from tests.support.pipeline import rows, run_until_idle, snapshot
 

@@ -17,12 +17,12 @@ import psycopg
 import pytest
 import redis
 
-from consumer import store as store_module
+from consumer.db import PostgresStore
+from consumer.db import connection as connection_module
 from consumer.errors import DatabaseUnavailableError, LeaseLostError, RejectedByDatabaseError
 from consumer.events import FillEvent
 from consumer.publisher import Publisher
 from consumer.records import EntryKey, ParsedEntry, RawEntry
-from consumer.store import PostgresStore
 from consumer.worker import parse_raw, stream_kinds
 from tests.support.pipeline import rows
 
@@ -114,7 +114,7 @@ def test_a_connection_idle_for_a_while_is_pinged_and_replaced_if_dead(
 ):
     """Past RECENT_S the pool pings before handing a connection out: a dead one is replaced
     and the batch commits on the first attempt."""
-    monkeypatch.setattr(store_module, "RECENT_S", 0.0)
+    monkeypatch.setattr(connection_module, "RECENT_S", 0.0)
     with _connections_killed_after_a_batch(db_url, settings) as (store, second, fills):
         assert store.write_batch(second).fills_inserted == fills
 

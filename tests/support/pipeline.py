@@ -20,8 +20,8 @@ import psycopg
 import redis
 from psycopg.rows import dict_row
 
+from consumer.db import PostgresStore
 from consumer.settings import Settings
-from consumer.store import PostgresStore
 from consumer.stream import RedisStream
 from consumer.worker import Worker
 

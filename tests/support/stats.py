@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from consumer import store
+from consumer.db import stats as stats_sql
 from tests.support.pipeline import SNAPSHOT_QUERIES
 
 SUMS_AS_TEXT = "SELECT {} FROM ({}) AS s ORDER BY stat_date"
@@ -32,7 +32,7 @@ _BY_VALUE = ("slippage_sum", "latency_sum_ms")
 _TEXT = ", ".join(f"{c}{'' if c in _BY_VALUE else '::text'} AS {c}" for c in _SUM_COLUMNS)
 STORED_SUMS = SUMS_AS_TEXT.format(_TEXT, "SELECT * FROM paper_stats_sums")
 FRESH_SUMS = SUMS_AS_TEXT.format(
-    _TEXT, store.RECOMPUTE_STATS_SUMS.replace("ORDER BY t.stat_date", "")
+    _TEXT, stats_sql.RECOMPUTE_STATS_SUMS.replace("ORDER BY t.stat_date", "")
 )
 
 
@@ -59,7 +59,7 @@ def assert_stats_equal_full_reaggregation(dsn: str) -> None:
         if not dates:
             return
         conn.execute("DELETE FROM paper_trading_stats")
-        conn.execute(store.REAGGREGATE_STATS, {"dates": dates})
-        conn.execute(store.REFRESH_CUMULATIVE_PNL, {"from": min(dates)})
+        conn.execute(stats_sql.REAGGREGATE_STATS, {"dates": dates})
+        conn.execute(stats_sql.REFRESH_CUMULATIVE_PNL, {"from": min(dates)})
         assert conn.execute(stats_query).fetchall() == kept
         conn.rollback()

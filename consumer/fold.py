@@ -1,0 +1,295 @@
+"""The accounting fold: one batch of parsed entries, in stream order, over the rows it touches.
+
+Pure: no I/O, no psycopg, no clock. Given the stored state the batch can touch (its orders by
+id and by client id, the positions of its symbols, which of its fills are already stored) and
+the entries in stream order, ``Fold.apply`` decides, one entry at a time, everything the batch
+changes: the order rows (bot requests and results linked through their client id, placeholders
+for fills whose order is unknown), the fills that are new, the positions they and the marks
+move, the realized P&L of each new fill and the round trips it closes, and each entry's outcome
+(applied, duplicate, or rejected with its reason). Every decision sees exactly what a batch
+ending just before it would have stored, so the result does not depend on batch boundaries.
+
+Three writers run it: the live batch writer (``db/batch.py``: the rows read FOR UPDATE, the
+returned ``FoldStep`` written with one statement per table), the in-memory twin
+(``testing.MemoryStore``) and replay. A ``Fold`` keeps its state between ``apply`` calls, so a
+batch cut at snapshot boundaries is folded segment by segment, and a history can be folded in
+one pass; each step reports only what changed since the previous one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+
+from consumer import accounting
+from consumer.dialect import (
+    OrderRequestEvent,
+    OrderResultEvent,
+    derive_fill,
+    is_request_row,
+    merge_request,
+)
+from consumer.events import FillEvent, MarkEvent, OrderEvent, Side
+from consumer.orders import (
+    OrderEventRejectedError,
+    OrderState,
+    apply_order_event,
+    placeholder_from_fill,
+)
+from consumer.records import ParsedEntry
+
+
+@dataclass
+class BatchResult:
+    """What one committed batch did. ``rejected`` entries were not applied (dead-letter them)."""
+
+    orders_written: int = 0
+    fills_inserted: int = 0
+    fills_duplicate: int = 0
+    positions_written: int = 0
+    stat_dates: list[date] = field(default_factory=list)
+    snapshots: int = 0
+    closed_trips: list[accounting.ClosedTrip] = field(default_factory=list)
+    rejected: list[tuple[ParsedEntry, str]] = field(default_factory=list)
+
+
+@dataclass
+class FoldStep:
+    """What one ``Fold.apply`` changed, to be written (orders and positions in their final
+    state for the step, each once)."""
+
+    orders: list[OrderState] = field(default_factory=list)
+    # Rows that left their key: bot request rows re-keyed to their result's order id (old ->
+    # new), or merged into the result's existing row (old -> None). Only rows stored before.
+    moved: dict[str, str | None] = field(default_factory=dict)
+    # The new fills, each with its side and the entry it came from, in stream order.
+    fills: list[tuple[ParsedEntry, FillEvent, Side]] = field(default_factory=list)
+    # Placeholder orders a new fill of this step resized (their quantity and created_at).
+    placeholder_ids: set[str] = field(default_factory=set)
+    positions: list[accounting.Position] = field(default_factory=list)
+    # Per new fill: its realized P&L and the position quantity after it.
+    fill_effects: list[tuple[FillEvent, accounting.FillOutcome]] = field(default_factory=list)
+    trips: list[tuple[str, accounting.ClosedTrip]] = field(default_factory=list)
+
+
+class _Book:
+    """The orders by order id, with an index by client id kept in step."""
+
+    def __init__(self, rows: dict[str, OrderState]) -> None:
+        self.rows = rows
+        self.by_client: dict[str, set[str]] = {}
+        for state in rows.values():
+            self._index(state)
+
+    def _index(self, state: OrderState) -> None:
+        if state.client_id is not None:
+            self.by_client.setdefault(state.client_id, set()).add(state.order_id)
+
+    def put(self, state: OrderState) -> None:
+        self.rows[state.order_id] = state
+        self._index(state)
+
+    def pop(self, order_id: str) -> OrderState:
+        state = self.rows.pop(order_id)
+        if state.client_id is not None:
+            self.by_client.get(state.client_id, set()).discard(order_id)
+        return state
+
+    def request_row(self, client_id: str) -> OrderState | None:
+        """The row still standing for the bot request ``client_id`` alone, if any."""
+        state = self.rows.get(client_id)
+        return state if state is not None and is_request_row(state) else None
+
+    def for_client(self, client_id: str) -> OrderState | None:
+        """The row a bot request with ``client_id`` belongs to: the row keyed by it, else the
+        first (by order id) of the rows carrying it."""
+        if client_id in self.rows:
+            return self.rows[client_id]
+        ids = sorted(self.by_client.get(client_id, ()))
+        return self.rows[ids[0]] if ids else None
+
+
+class Fold:
+    """The accounting state of the rows a writer holds, and the fold of entries into it.
+
+    ``orders`` must hold every stored row an entry of the batch can touch: by order id (order
+    events, fills, results) and by client id (bot requests and results); ``positions`` the
+    stored position of every symbol a fill, result or mark of the batch names; ``stored_fills``
+    the ids among the batch's fills that are already stored (a fill is applied once, ever).
+    The dicts are taken over (not copied)."""
+
+    def __init__(
+        self,
+        orders: dict[str, OrderState],
+        positions: dict[str, accounting.Position],
+        stored_fills: set[str],
+    ) -> None:
+        self._book = _Book(orders)
+        self._stored_orders = set(orders)
+        self._written_orders = dict(orders)
+        self.positions = positions
+        self._written_positions = dict(positions)
+        self._fills = stored_fills  # stored, and applied by an earlier step
+
+    @property
+    def orders(self) -> dict[str, OrderState]:
+        return self._book.rows
+
+    def apply(self, items: Sequence[ParsedEntry], result: BatchResult) -> FoldStep:
+        """Fold ``items`` (in stream order) in; outcomes go to ``result`` (rejected entries with
+        their reasons, duplicate fills, closed round trips)."""
+        step = FoldStep()
+        for item in items:
+            event = item.event
+            if isinstance(event, OrderRequestEvent):
+                self._request(event, item, result)
+            elif isinstance(event, OrderResultEvent):
+                derived = self._result(event, item, result, step)
+                # A derived fill seen before is silently the same one (its id is its growth).
+                if derived is not None and derived.fill_id not in self._fills:
+                    side = derived.side or self._book.rows[event.order_id].side
+                    self._fill(derived, side, item, step, result)
+            elif isinstance(event, OrderEvent):
+                try:
+                    self._book.put(apply_order_event(self.orders.get(event.order_id), event))
+                except OrderEventRejectedError as exc:
+                    result.rejected.append((item, str(exc)))
+            elif isinstance(event, FillEvent):
+                self._contract_fill(event, item, step, result)
+            elif isinstance(event, MarkEvent) and event.symbol in self.positions:
+                # A mark for a symbol never traded has no position row to update.
+                self.positions[event.symbol] = accounting.apply_mark(
+                    self.positions[event.symbol], event.price, event.timestamp
+                )
+        self._changes(step)
+        return step
+
+    def _contract_fill(
+        self, event: FillEvent, item: ParsedEntry, step: FoldStep, result: BatchResult
+    ) -> None:
+        if event.fill_id in self._fills:
+            result.fills_duplicate += 1
+            return
+        order = self.orders.get(event.order_id)
+        side = event.side or (order.side if order is not None else None)
+        if side is None:
+            result.rejected.append(
+                (
+                    item,
+                    f"fill {event.fill_id!r} has no side and its order {event.order_id!r} is "
+                    "unknown, so the position it moves cannot be determined",
+                )
+            )
+            return
+        if order is None:
+            self._book.put(placeholder_from_fill(event, side))
+        elif order.is_placeholder:
+            # A placeholder carries the quantity of its order's fills so far and starts at the
+            # first of them (whatever batches they came in).
+            self._book.put(
+                replace(
+                    order,
+                    quantity=order.quantity + event.quantity,
+                    created_at=min(order.created_at, event.timestamp),
+                )
+            )
+            step.placeholder_ids.add(event.order_id)
+        self._fill(event, side, item, step, result)
+
+    def _fill(
+        self, event: FillEvent, side: Side, item: ParsedEntry, step: FoldStep, result: BatchResult
+    ) -> None:
+        """A new fill: recorded, and its position moved (P&L, round trips)."""
+        if event.fill_id in self._fills:
+            result.fills_duplicate += 1
+            return
+        self._fills.add(event.fill_id)
+        step.fills.append((item, event, side))
+        position = self.positions.get(event.symbol) or accounting.new_position(event.symbol)
+        outcome = accounting.apply_fill(position, accounting_fill(event, side))
+        self.positions[event.symbol] = outcome.position
+        result.closed_trips.extend(outcome.closed_trips)
+        step.trips.extend((event.fill_id, trip) for trip in outcome.closed_trips)
+        step.fill_effects.append((event, outcome))
+
+    def _request(self, event: OrderRequestEvent, item: ParsedEntry, result: BatchResult) -> None:
+        """A bot request: fills in the row its result already made (found by client id; the
+        request time becomes its ``created_at``), else stands as a PENDING row under its
+        client id."""
+        client_id = event.client_id or event.order_id
+        state = self._book.for_client(client_id)
+        if state is not None and state.order_id != event.order_id:
+            event = event.model_copy(update={"order_id": state.order_id, "status": None})
+        try:
+            self._book.put(apply_order_event(state, event))
+        except OrderEventRejectedError as exc:  # pragma: no cover - a request has what a row needs
+            result.rejected.append((item, str(exc)))
+
+    def _result(
+        self, event: OrderResultEvent, item: ParsedEntry, result: BatchResult, step: FoldStep
+    ) -> FillEvent | None:
+        """A bot result: links its request row (by client id) to its order id, folds the order
+        event in, and returns the fill derived from the growth of ``filled_quantity``, if any."""
+        book = self._book
+        state = book.rows.get(event.order_id)
+        client_id = event.client_id
+        request = (
+            book.request_row(client_id)
+            if client_id is not None and client_id != event.order_id
+            else None
+        )
+        if request is not None and client_id is not None:
+            book.pop(client_id)
+            if client_id in self._stored_orders and client_id not in step.moved:
+                fresh = state is None and event.order_id not in self._stored_orders
+                step.moved[client_id] = event.order_id if fresh else None
+            state = merge_request(state, request, event.order_id)
+        try:
+            after = apply_order_event(state, event)
+        except OrderEventRejectedError as exc:
+            if request is not None:  # not applied: the request row stays as it was
+                book.put(request)
+                step.moved.pop(request.order_id, None)
+            result.rejected.append((item, str(exc)))
+            return None
+        derived = derive_fill(state, after, event)
+        if derived is None:
+            book.put(after)
+            return None
+        fill, after = derived
+        book.put(after)
+        return fill
+
+    def _changes(self, step: FoldStep) -> None:
+        """What changed since the last step: rows moved, orders and positions to write."""
+        for old, new in step.moved.items():
+            stored = self._written_orders.pop(old)
+            self._stored_orders.discard(old)
+            if new is not None:
+                self._written_orders[new] = replace(stored, order_id=new)
+                self._stored_orders.add(new)
+        step.orders = sorted(
+            (o for oid, o in self.orders.items() if self._written_orders.get(oid) != o),
+            key=lambda o: o.order_id,
+        )
+        for order in step.orders:
+            self._written_orders[order.order_id] = order
+            self._stored_orders.add(order.order_id)
+        step.positions = [
+            p for sym, p in sorted(self.positions.items()) if self._written_positions.get(sym) != p
+        ]
+        for position in step.positions:
+            self._written_positions[position.symbol] = position
+
+
+def accounting_fill(event: FillEvent, side: Side) -> accounting.Fill:
+    """The accounting view of a stored fill event (its side resolved)."""
+    return accounting.Fill(
+        symbol=event.symbol,
+        side=side.value,
+        quantity=event.quantity,
+        price=event.price,
+        fee=event.fees_usdt,
+        time=event.timestamp,
+    )

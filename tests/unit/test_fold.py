@@ -1,0 +1,175 @@
+"""The pure accounting fold (``consumer/fold.py``), without any database.
+
+The fold is what every writer shares (live batches, replay, the in-memory twin), so its own
+promises are checked here directly: the rows it decides do not depend on where a history is cut
+into steps, a stored fill is never applied again, a placeholder carries its order's fills, and a
+step reports each row once, only when it changed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer import accounting
+from consumer.events import FillEvent, MarkEvent, OrderEvent, OrderStatus
+from consumer.fold import BatchResult, Fold
+from consumer.orders import PLACEHOLDER_KEY
+from consumer.records import EntryKey, ParsedEntry, RawEntry
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def entry(n: int, event: OrderEvent | FillEvent | MarkEvent) -> ParsedEntry:
+    return ParsedEntry(RawEntry(EntryKey("s", f"{n}-0"), {}), event)
+
+
+def order(oid: str, t: int, **kw: object) -> OrderEvent:
+    return OrderEvent(order_id=oid, timestamp=T0 + timedelta(seconds=t), **kw)  # type: ignore[arg-type]
+
+
+def fill(fid: str, oid: str, t: int, qty: str = "1", price: str = "100", **kw: object) -> FillEvent:
+    return FillEvent(
+        fill_id=fid,
+        order_id=oid,
+        symbol=kw.pop("symbol", "BTCUSDT"),  # type: ignore[arg-type]
+        quantity=D(qty),
+        price=D(price),
+        timestamp=T0 + timedelta(seconds=t),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def fold_all(steps: list[list[ParsedEntry]]) -> tuple[Fold, BatchResult, list[str]]:
+    fold = Fold({}, {}, set())
+    result = BatchResult()
+    applied: list[str] = []
+    for items in steps:
+        step = fold.apply(items, result)
+        applied.extend(f.fill_id for _, f, _ in step.fills)
+    return fold, result, applied
+
+
+def test_a_fill_before_its_order_makes_a_placeholder_that_carries_every_fill():
+    items = [
+        entry(1, fill("f1", "o1", 10, qty="0.4", side="BUY")),
+        entry(2, fill("f2", "o1", 5, qty="0.6", side="BUY")),
+    ]
+    fold, _, applied = fold_all([items])
+    placeholder = fold.orders["o1"]
+    assert placeholder.metadata == {PLACEHOLDER_KEY: "f1"}
+    assert placeholder.quantity == D(1)  # 0.4 + 0.6
+    assert placeholder.created_at == T0 + timedelta(seconds=5)  # the earliest fill
+    assert applied == ["f1", "f2"]
+    assert fold.positions["BTCUSDT"].quantity == D(1)
+
+
+def test_the_real_order_replaces_its_placeholder():
+    items = [
+        entry(1, fill("f1", "o1", 10, side="BUY")),
+        entry(2, order("o1", 1, symbol="BTCUSDT", side="BUY", quantity=D(2), status="SUBMITTED")),
+    ]
+    fold, _, _ = fold_all([items])
+    row = fold.orders["o1"]
+    assert not row.is_placeholder
+    assert row.quantity == D(2)
+    assert row.status is OrderStatus.SUBMITTED
+
+
+def test_a_stored_fill_is_a_duplicate_and_moves_nothing():
+    position = accounting.new_position("BTCUSDT")
+    fold = Fold({}, {"BTCUSDT": position}, {"f1"})
+    result = BatchResult()
+    step = fold.apply([entry(1, fill("f1", "o1", 1, side="BUY"))], result)
+    assert result.fills_duplicate == 1
+    assert step.fills == []
+    assert step.positions == []
+    assert step.orders == []
+
+
+def test_a_fill_without_side_for_an_unknown_order_is_rejected_with_its_reason():
+    result = BatchResult()
+    Fold({}, {}, set()).apply([entry(1, fill("f1", "o1", 1))], result)
+    ((_, reason),) = result.rejected
+    assert "has no side and its order 'o1' is unknown" in reason
+
+
+def test_a_step_reports_each_row_once_and_only_when_it_changed():
+    fold = Fold({}, {}, set())
+    result = BatchResult()
+    first = fold.apply(
+        [
+            entry(1, order("o1", 1, symbol="BTCUSDT", side="BUY", quantity=D(1))),
+            entry(2, order("o1", 2, status="SUBMITTED")),
+            entry(3, fill("f1", "o1", 3)),
+            entry(4, MarkEvent(symbol="BTCUSDT", price=D(110), timestamp=T0)),
+        ],
+        result,
+    )
+    assert [o.order_id for o in first.orders] == ["o1"]
+    assert [p.symbol for p in first.positions] == ["BTCUSDT"]
+    # The same events again: nothing changes, nothing to write.
+    again = fold.apply([entry(5, order("o1", 2, status="SUBMITTED"))], result)
+    assert again.orders == []
+    assert again.positions == []
+    assert again.fills == []
+
+
+def test_a_mark_for_a_symbol_never_traded_moves_nothing():
+    step = Fold({}, {}, set()).apply(
+        [entry(1, MarkEvent(symbol="ETHUSDT", price=D(5), timestamp=T0))], BatchResult()
+    )
+    assert step.positions == []
+
+
+# A history of contract events over two orders and one symbol: order creations and updates,
+# fills (repeated ids, before their order, with or without side) and marks.
+_event = st.one_of(
+    st.builds(
+        lambda oid, t, qty: order(oid, t, symbol="BTCUSDT", side="BUY", quantity=D(qty)),
+        st.sampled_from(["o1", "o2"]),
+        st.integers(0, 50),
+        st.sampled_from(["1", "2", "3"]),
+    ),
+    st.builds(
+        lambda oid, t, status: order(oid, t, status=status),
+        st.sampled_from(["o1", "o2"]),
+        st.integers(0, 50),
+        st.sampled_from(["SUBMITTED", "FILLED", "CANCELLED"]),
+    ),
+    st.builds(
+        lambda fid, oid, t, qty, side: fill(fid, oid, t, qty=qty, side=side),
+        st.sampled_from(["f1", "f2", "f3", "f4"]),
+        st.sampled_from(["o1", "o2"]),
+        st.integers(0, 50),
+        st.sampled_from(["0.5", "1"]),
+        st.sampled_from([None, "BUY", "SELL"]),
+    ),
+    st.builds(
+        lambda t, price: MarkEvent(
+            symbol="BTCUSDT", price=D(price), timestamp=T0 + timedelta(seconds=t)
+        ),
+        st.integers(0, 50),
+        st.sampled_from(["90", "100", "120"]),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_event, max_size=25), st.lists(st.integers(0, 25), max_size=5))
+def test_where_a_history_is_cut_into_steps_does_not_change_the_rows(events, cuts):
+    items = [entry(n, e) for n, e in enumerate(events)]
+    whole, whole_result, whole_fills = fold_all([items])
+    bounds = sorted({0, len(items), *(min(c, len(items)) for c in cuts)})
+    steps = [items[a:b] for a, b in itertools.pairwise(bounds)]
+    cut, cut_result, cut_fills = fold_all(steps)
+    assert cut.orders == whole.orders
+    assert cut.positions == whole.positions
+    assert cut_fills == whole_fills
+    assert [r for _, r in cut_result.rejected] == [r for _, r in whole_result.rejected]
+    assert cut_result.fills_duplicate == whole_result.fills_duplicate
+    assert cut_result.closed_trips == whole_result.closed_trips

@@ -78,6 +78,7 @@ class _Book:
 
     def __init__(self, rows: dict[str, OrderState]) -> None:
         self.rows = rows
+        self.dirty: set[str] = set()  # ids put since the last step
         self.by_client: dict[str, set[str]] = {}
         for state in rows.values():
             self._index(state)
@@ -88,6 +89,7 @@ class _Book:
 
     def put(self, state: OrderState) -> None:
         self.rows[state.order_id] = state
+        self.dirty.add(state.order_id)
         self._index(state)
 
     def pop(self, order_id: str) -> OrderState:
@@ -130,6 +132,7 @@ class Fold:
         self._written_orders = dict(orders)
         self.positions = positions
         self._written_positions = dict(positions)
+        self._dirty_symbols: set[str] = set()  # positions moved since the last step
         self._fills = stored_fills  # stored, and applied by an earlier step
 
     @property
@@ -162,6 +165,7 @@ class Fold:
                 self.positions[event.symbol] = accounting.apply_mark(
                     self.positions[event.symbol], event.price, event.timestamp
                 )
+                self._dirty_symbols.add(event.symbol)
         self._changes(step)
         return step
 
@@ -209,6 +213,7 @@ class Fold:
         position = self.positions.get(event.symbol) or accounting.new_position(event.symbol)
         outcome = accounting.apply_fill(position, accounting_fill(event, side))
         self.positions[event.symbol] = outcome.position
+        self._dirty_symbols.add(event.symbol)
         result.closed_trips.extend(outcome.closed_trips)
         step.trips.extend((event.fill_id, trip) for trip in outcome.closed_trips)
         step.fill_effects.append((event, outcome))
@@ -269,15 +274,26 @@ class Fold:
             if new is not None:
                 self._written_orders[new] = replace(stored, order_id=new)
                 self._stored_orders.add(new)
+        # Only the rows touched since the last step are compared: a step costs what it folded,
+        # not what the fold holds (a replay folds a whole history into one Fold).
+        dirty, self._book.dirty = self._book.dirty, set()
+        rows = self.orders
         step.orders = sorted(
-            (o for oid, o in self.orders.items() if self._written_orders.get(oid) != o),
+            (
+                rows[oid]
+                for oid in dirty
+                if oid in rows and self._written_orders.get(oid) != rows[oid]
+            ),
             key=lambda o: o.order_id,
         )
         for order in step.orders:
             self._written_orders[order.order_id] = order
             self._stored_orders.add(order.order_id)
+        symbols, self._dirty_symbols = sorted(self._dirty_symbols), set()
         step.positions = [
-            p for sym, p in sorted(self.positions.items()) if self._written_positions.get(sym) != p
+            self.positions[sym]
+            for sym in symbols
+            if self._written_positions.get(sym) != self.positions[sym]
         ]
         for position in step.positions:
             self._written_positions[position.symbol] = position

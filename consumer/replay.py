@@ -57,10 +57,11 @@ import orjson
 from consumer import db, events, migrations, stream
 from consumer.errors import ReplaySourceError
 from consumer.logs import get_logger
+from consumer.merge import entry_order
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.shards import shard_settings
-from consumer.worker import dialect_options, entry_order, parse_raw, stream_kinds
+from consumer.worker import dialect_options, parse_raw, stream_kinds
 
 Source = Literal["redis", "file", "ledger"]
 

@@ -1,9 +1,10 @@
 """The worker loop: read → validate → write in one transaction → acknowledge.
 
 Reads top to bottom (``run`` → ``_step`` → ``_process``):
-- At start it drains its own pending entries (what it had read before a crash), merged in
-  stream order with what follows them, then reads new ones; every ``claim_interval_s`` it takes
-  over entries other consumers left idle too long.
+- Batches come from ``merge.OrderedReader``, in stream order across the streams. At start it
+  drains this consumer's own pending entries (what it had read before a crash), merged with
+  what follows them, then reads new ones; every ``claim_interval_s`` the worker takes over
+  entries other consumers left idle too long, and drains those in order with its own.
 - A batch is collected up to ``batch_max_entries`` or ``batch_max_wait_ms``, validated (invalid
   entries are dead-lettered with the reason), written in one transaction, then acknowledged
   together with the dead letters (one MULTI/EXEC). Nothing is acknowledged before it commits.
@@ -18,7 +19,6 @@ Reads top to bottom (``run`` → ``_step`` → ``_process``):
 
 from __future__ import annotations
 
-import bisect
 import random
 import threading
 import time
@@ -35,6 +35,7 @@ from consumer.errors import (
 )
 from consumer.fold import BatchResult
 from consumer.logs import get_logger
+from consumer.merge import OrderedReader, entry_order
 from consumer.observer import Observer
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
@@ -44,8 +45,6 @@ T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_GRACE_EXPIRED = 75  # EX_TEMPFAIL: stopped with work uncommitted; it will be redelivered
-# The id before every entry: a stream held there (``_read_tracked``) has had nothing read yet.
-NOTHING_READ = "0-0"
 
 
 class ShutdownTimeoutError(Exception):
@@ -95,32 +94,6 @@ def stream_kinds(settings: Settings) -> dict[str, events.EventKind]:
     return kinds
 
 
-def entry_order(streams: Sequence[str]) -> Callable[[RawEntry], tuple[int, int, int]]:
-    """Sort key: stream id; on a tie, the configured stream order (orders < fills < marks)."""
-    rank = {name: i for i, name in enumerate(streams)}
-
-    def key(entry: RawEntry) -> tuple[int, int, int]:
-        ms, seq = entry.key.sort_key
-        return ms, seq, rank.get(entry.key.stream, len(rank))
-
-    return key
-
-
-def merge_point(
-    more: dict[str, EntryKey], order: Callable[[RawEntry], tuple[int, int, int]]
-) -> tuple[int, int, int] | None:
-    """How far a multi-stream read is complete in stream order.
-
-    XREADGROUP's COUNT truncates each stream separately, so a read can hold entries of stream A
-    up to id 900 but of stream B only up to 500 (B has more). Processing A's 501–900 now would
-    put them before B's 501–900, which a differently cut read would not. Only entries up to the
-    smallest last id of the streams that may hold more are complete; ``None``: all are.
-    """
-    if not more:
-        return None
-    return min(order(RawEntry(key, {})) for key in more.values())
-
-
 def parse_raw(
     kinds: dict[str, events.EventKind],
     entry: RawEntry,
@@ -156,25 +129,22 @@ class Worker:
         self.totals = Totals()
         self._stop = threading.Event()
         self._stop_deadline: float | None = None
-        # Streams whose own pending entries (read before a restart or a failed read) are still
-        # being re-read; the others are read for new entries (see ``_read_tracked``).
-        self._pending_streams: set[str] = set(stream.streams)
-        self._drain_in_order: bool | None = None
-        self._drain_epoch = 0
         self._next_claim = 0.0
         self._outage: dict[str, bool] = {"postgres": False, "redis": False}
         self._lag_checked_at = float("-inf")
         self._next_tick = 0.0
-        self._carry: list[RawEntry] = []  # read, pending, not yet processed (stream order)
-        # Streams that may hold entries past the last read of them, by that last entry: kept
-        # from one batch to the next (``_read_tracked``), so the merge point stays where it is.
-        self._more: dict[str, EntryKey] = {}
-        self._last_read: list[RawEntry] = []
-        self._pending_cursor: dict[str, str] = {}
         self._last_lag: int | None = None
         self._kinds = stream_kinds(settings)
         self._dialect = dialect_options(settings)
         self.log = get_logger(component="worker", consumer=settings.consumer_name)
+        self.reader = OrderedReader(
+            stream,
+            limit=settings.batch_max_entries,
+            max_wait_ms=settings.batch_max_wait_ms,
+            block_ms=settings.block_ms,
+            redis=self._redis,
+            stopping=self._stop.is_set,
+        )
 
     # -- control --------------------------------------------------------------------------------
 
@@ -187,10 +157,6 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
-
-    @property
-    def _draining_own_pending(self) -> bool:
-        return bool(self._pending_streams)
 
     # -- loop -----------------------------------------------------------------------------------
 
@@ -247,40 +213,39 @@ class Worker:
             )
 
     def _drained(self) -> bool:
-        return not self._draining_own_pending and (
-            self._retry("redis", self.stream.pending_count) == 0
-        )
+        return not self.reader.draining and self._retry("redis", self.stream.pending_count) == 0
 
     def _step(self) -> bool:
         """Collect and process one batch; return whether there was anything to do."""
-        if not self._draining_own_pending:
+        if not self.reader.draining:
             # Entries claimed from other consumers join our pending list and are drained
             # from there in stream order with ours (never applied apart, ahead of them).
             self._claim_if_due()
-        if not self._draining_own_pending and not self._carry:
-            # Order gate: never read past entries that are pending but not in hand (a read
-            # whose reply was lost, or a dead consumer's batch): positions need stream order.
-            owners = self._retry("redis", self.stream.pending_owners)
-            if owners.get(self.stream.consumer):
-                self._start_draining()
-            elif owners:
-                self._next_claim = 0.0
-                if not self._claim_if_due():
-                    self._stop.wait(min(self.settings.block_ms / 1000, 0.1))
-                    return True
-        draining = self._draining_own_pending
-        batch = self._collect()
-        if not batch and draining:
-            if not self._carry:
-                # Our pending list is exhausted: read new entries next (the order gate
-                # above runs first).
-                self._pending_streams.clear()
+        if not self.reader.draining and not self.reader.in_hand and self._order_gate_closed():
             return True
-        if not batch:
+        draining = self.reader.draining
+        batch = self.reader.next_batch()
+        if batch:
+            self._process(batch)
+            return True
+        if not draining:
             self._tick_if_due()
-            return False
-        self._process(batch)
-        return True
+        return draining  # an empty read while draining is still work: new entries come next
+
+    def _order_gate_closed(self) -> bool:
+        """Order gate: never read past entries that are pending but not in hand (a read whose
+        reply was lost, or a dead consumer's batch): positions need stream order. Ours are
+        drained from the start; another consumer's are claimed now if they are idle long
+        enough — if not, wait a little and return True (nothing is read this step)."""
+        owners = self._retry("redis", self.stream.pending_owners)
+        if owners.get(self.stream.consumer):
+            self.reader.drain_own_pending()
+        elif owners:
+            self._next_claim = 0.0
+            if not self._claim_if_due():
+                self._stop.wait(min(self.settings.block_ms / 1000, 0.1))
+                return True
+        return False
 
     def _tick_if_due(self) -> None:
         """Idle: let the wall clock take the hourly/daily snapshots event time has not."""
@@ -312,175 +277,8 @@ class Worker:
         if not claimed.taken:
             return False
         self.log.warning("entries_reclaimed", count=claimed.taken)
-        self._start_draining()
+        self.reader.drain_own_pending()
         return True
-
-    def _collect(self) -> list[RawEntry]:
-        """Read up to ``batch_max_entries`` new entries within ``batch_max_wait_ms`` of the
-        first, and return at most that many that are complete in stream order (see
-        ``merge_point``); the rest stays in hand (``_carry``) for the next batch. Entries in
-        hand are pending in Redis, so a crash loses nothing: they are re-read first on restart.
-
-        Reads go to the streams that are behind (those holding the merge point, and those
-        with nothing in hand), so one busy stream cannot run ahead and starve the batch."""
-        limit = self.settings.batch_max_entries
-        epoch = self._drain_epoch
-        batch, self._carry = self._carry, []
-        # A stream with entries in hand may hold more after them. Streams whose last read
-        # filled its share stay in ``more`` too, even with nothing in hand: without them the
-        # merge point would move to the others' last entries, and the next read would take
-        # more of a stream that is ahead already (those entries piled up in hand).
-        more = dict(self._more)
-        for entry in batch:
-            more.setdefault(entry.key.stream, entry.key)
-        first_block = None if batch or self._draining_own_pending else self.settings.block_ms
-        fresh = len(self._read_tracked(more, limit, first_block))
-        batch += self._last_read
-        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
-        while fresh and not self.stopping:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            behind = self._behind(more)
-            # Each read asks every stream it names for one entry at least: never overflow.
-            if fresh + len(behind) > limit:
-                break
-            if remaining_ms > 0:
-                block_ms = None if self._draining_own_pending else remaining_ms
-            elif any(name in more for name in behind) and limit - fresh >= limit // 8:
-                # Past the wait, read on (without blocking) while a stream at the merge point
-                # may hold more and an eighth of the batch is still free. COUNT cuts a busy
-                # stream at an earlier id than a sparse one, so on a backlog a single read
-                # leaves about half the batch waiting in hand for the next one.
-                block_ms = None
-            else:
-                break
-            if not self._read_tracked(more, limit - fresh, block_ms):
-                break
-            fresh += len(self._last_read)
-            batch += self._last_read
-        if self._drain_epoch != epoch:
-            # A read failed and may have delivered entries whose reply was lost: everything
-            # read so far is in our pending list and is re-read from 0, in order.
-            self._carry = []
-            self._more = {}
-            return []
-        # A stream held at NOTHING_READ (drained history, nothing of it read yet) is behind:
-        # next time it is read with the others, as a stream not in ``more`` is.
-        self._more = {name: key for name, key in more.items() if key.entry_id != NOTHING_READ}
-        return self._keep_ordered(batch, more, limit)
-
-    def _behind(self, more: dict[str, EntryKey]) -> list[str]:
-        """Streams worth reading now: drained ones (new entries may have come) and the ones
-        whose last read id is the merge point."""
-        order = entry_order(self.stream.streams)
-        point = merge_point(more, order)
-        return [
-            name
-            for name in self.stream.streams
-            if name not in more or order(RawEntry(more[name], {})) == point
-        ]
-
-    def _read_tracked(
-        self, more: dict[str, EntryKey], count: int, block_ms: int | None
-    ) -> list[RawEntry]:
-        """One read of the streams that are behind; record in ``more`` each stream that may
-        hold entries beyond what was read (it filled its share), keyed to its last id.
-
-        While draining, a stream still in ``_pending_streams`` is read from our own pending
-        list. When that list is exhausted, entries never delivered may follow it, older than
-        pending entries of other streams: the stream is held at its last pending id (so the
-        merge point stops there) and read for new entries from then on — unless another
-        consumer holds pending entries (then reading past them would break their stream's
-        order: the whole pending list is drained first and the order gate applies after)."""
-        names = self._behind(more)
-        per_stream = max(1, count // len(names))
-        history = [name for name in names if name in self._pending_streams]
-        epoch = self._drain_epoch
-        if history and self._drain_in_order is None:
-            self._drain_in_order = self._no_foreign_pending()
-        if len(history) == len(names):
-            entries = self._retry(
-                "redis",
-                lambda: self.stream.read(
-                    count=per_stream,
-                    block_ms=None,
-                    pending=True,
-                    after=self._pending_cursor,
-                    streams=names,
-                ),
-            )
-        else:
-            entries = self._read_new(per_stream, None if history else block_ms, names)
-        if self._drain_epoch != epoch:
-            self._last_read = []
-            return []  # the read failed: ``_collect`` starts over from our pending list
-        last: dict[str, EntryKey] = {}
-        counts: dict[str, int] = {}
-        for entry in entries:
-            last[entry.key.stream] = entry.key
-            counts[entry.key.stream] = counts.get(entry.key.stream, 0) + 1
-        for name in names:
-            if name in history and name in last:
-                self._pending_cursor[name] = last[name].entry_id
-            if counts.get(name, 0) >= per_stream:
-                more[name] = last[name]
-            elif name in history and self._drain_in_order:
-                self._pending_streams.discard(name)
-                more[name] = EntryKey(name, self._pending_cursor.get(name, NOTHING_READ))
-            else:
-                more.pop(name, None)
-        self._last_read = entries
-        return entries
-
-    def _no_foreign_pending(self) -> bool:
-        owners = self._retry("redis", self.stream.pending_owners)
-        return not any(n for name, n in owners.items() if name != self.stream.consumer)
-
-    def _keep_ordered(
-        self, batch: list[RawEntry], more: dict[str, EntryKey], limit: int
-    ) -> list[RawEntry]:
-        """The first ``limit`` entries of ``batch`` in stream order, up to the merge point;
-        everything after them stays in hand."""
-        order = entry_order(self.stream.streams)
-        batch.sort(key=order)
-        point = merge_point(more, order)
-        complete = len(batch) if point is None else bisect.bisect_right(batch, point, key=order)
-        cut = min(complete, limit)
-        self._carry = batch[cut:]
-        return batch[:cut]
-
-    def _read_new(self, count: int, block_ms: int | None, streams: Sequence[str]) -> list[RawEntry]:
-        """XREADGROUP ``>`` exactly once (streams still in ``_pending_streams`` are read from
-        our pending list in the same command). When it fails, Redis may still have delivered
-        entries whose reply was lost: reading ``>`` again would skip past them and break stream
-        order, so the next step re-reads this consumer's own pending entries from ``0`` instead.
-        ``count`` applies to each stream."""
-        fresh = [name for name in streams if name not in self._pending_streams]
-        try:
-            return self._attempt(
-                "redis",
-                lambda: self.stream.read(
-                    count=count,
-                    block_ms=block_ms,
-                    pending=len(fresh) < len(streams),
-                    after=self._pending_cursor,
-                    streams=streams,
-                    new=fresh,
-                ),
-                float(self.settings.retry_initial_ms),
-            )
-        except RedisUnavailableError:
-            self._start_draining()
-            return []
-
-    def _start_draining(self) -> None:
-        """Re-read our own pending entries from the start (in order); what was in hand is in
-        that list too, so it is dropped here rather than processed twice."""
-        self._pending_streams = set(self.stream.streams)
-        self._drain_in_order = None
-        self._drain_epoch += 1
-        self._pending_cursor = {}
-        self._carry = []
-        self._more = {}
 
     # -- one batch --------------------------------------------------------------------------------
 
@@ -594,6 +392,12 @@ class Worker:
         return self._last_lag
 
     # -- outages --------------------------------------------------------------------------------
+
+    def _redis(self, call: Callable[[], T], *, once: bool = False) -> T:
+        """Redis calls of the reader (``merge.RedisCalls``): retried, or ``once`` attempted."""
+        if once:
+            return self._attempt("redis", call, float(self.settings.retry_initial_ms))
+        return self._retry("redis", call)
 
     def _retry(self, server: str, call: Callable[[], T]) -> T:
         """Run ``call`` until it succeeds, backing off while ``server`` is unreachable."""

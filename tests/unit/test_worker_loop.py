@@ -277,15 +277,6 @@ def test_entries_are_applied_in_stream_order_across_streams_whatever_the_cut(
     assert seen == sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
 
 
-def test_merge_point_is_the_smallest_last_id_of_streams_with_more():
-    from consumer.records import EntryKey  # noqa: PLC0415
-    from consumer.worker import entry_order, merge_point  # noqa: PLC0415
-
-    order = entry_order(["a", "b", "c"])
-    assert merge_point({}, order) is None
-    assert merge_point({"a": EntryKey("a", "9-0"), "b": EntryKey("b", "5-2")}, order) == (5, 2, 1)
-
-
 def test_one_busy_stream_does_not_starve_the_batches(settings, redis_client):
     """Entries held back for stream order must not shrink later batches (a regression once)."""
     for n in range(600):

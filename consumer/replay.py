@@ -4,8 +4,8 @@ A replay gives exactly the rows the live worker produced from the same entries, 
 the live worker's logic, only without a consumer group:
 
 - entries are ordered as the worker orders a batch (``worker.entry_order``: stream id, then the
-  configured stream order orders < fills < marks) and parsed by ``worker.parse_raw`` with the
-  worker's stream → kind mapping;
+  configured stream order orders < fills < marks) and parsed by ``parse.parse`` with the
+  worker's stream → kind mapping (as ``worker.parse_raw`` does);
 - they are written by the store's ``_write`` (``store.ReplayTarget``) in chunks of
   ``chunk_size`` entries, all inside ONE transaction on one connection: an interrupted replay
   (error, Ctrl-C, lost connection) leaves the previous state exactly as it was; a chunk that
@@ -57,10 +57,11 @@ import orjson
 from consumer import events, migrations, store, stream
 from consumer.errors import ReplaySourceError
 from consumer.logs import get_logger
+from consumer.parse import Rejection, parse
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.shards import shard_settings
-from consumer.worker import dialect_options, entry_order, parse_raw, stream_kinds
+from consumer.worker import dialect_options, entry_order, stream_kinds
 
 Source = Literal["redis", "file", "ledger"]
 
@@ -558,10 +559,11 @@ def _run(
     chunk: list[ParsedEntry] = []
     for entry in entries:
         summary.entries += 1
-        try:
-            event = parse_raw(kinds, entry, options)
-        except events.InvalidEventError as exc:
-            _invalid(summary, entry, exc.reason)
+        event = parse(
+            kinds.get(entry.key.stream, "order"), entry.fields, entry.key.entry_id, options
+        )
+        if isinstance(event, Rejection):
+            _invalid(summary, entry, event.reason)
             continue
         if isinstance(event, events.OrderEvent):
             summary.order_events += 1

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from consumer import snapshots
-from consumer.events import parse_entry
+from consumer.parse import parse_entry
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.store import PostgresStore
 from tests.support.feed import Feed

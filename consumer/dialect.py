@@ -1,9 +1,10 @@
 """The trading bot's own messages (bot-dialect.md), translated into the internal events.
 
-Pure: no I/O, no clock. ``events.parse_entry`` recognises the bot's messages by content and
-raises ``UnsupportedDialectError`` carrying the decoded record; ``translate`` turns that record
-into an internal event, so everything downstream (order fold, accounting, stats, snapshots,
-replay) is shared with the contract:
+Pure: no I/O, no clock. ``parse.parse`` recognises the bot's messages by their content and hands
+their decoded record (envelope unwrapped, empty values dropped, ``type`` taken out) to
+``translate_result`` or ``translate_request``, which give an internal event or the ``Rejection``
+with its reason, so everything downstream (order fold, accounting, stats, snapshots, replay) is
+shared with the contract:
 
 - an execution result (``type`` = ``order_result``, on ``stream.fills`` and its audit copy
   ``stream.order_results``) becomes an ``OrderResultEvent``: an ``OrderEvent`` carrying the
@@ -22,24 +23,16 @@ is kept in ``metadata``; nothing is dropped.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from consumer import events
-from consumer.events import (
-    ID_MAX_CHARS,
-    FillEvent,
-    InvalidEventError,
-    OrderEvent,
-    OrderStatus,
-    Side,
-    UnsupportedDialectError,
-)
+from consumer import events, fields
+from consumer.events import FillEvent, OrderEvent, OrderStatus, Rejection, Side, entry_time
+from consumer.fastpath import validate
+from consumer.fields import ID_MAX_CHARS
 from consumer.orders import OrderState
 
 __all__ = [
@@ -50,11 +43,12 @@ __all__ = [
     "derived_fill_id",
     "is_request_row",
     "merge_request",
-    "translate",
+    "translate_request",
+    "translate_result",
 ]
 
-RESULT = "order_result"
-REQUEST = "order_request"
+RESULT: Final = "order_result"
+REQUEST: Final = "order_request"
 STEP = Decimal("0.00000001")
 _ZERO = Decimal(0)
 
@@ -84,22 +78,31 @@ class OrderResultEvent(OrderEvent):
 # --- translation -------------------------------------------------------------------------------
 
 
-def translate(
-    error: UnsupportedDialectError, entry_id: str, options: DialectOptions | None = None
-) -> OrderEvent:
-    """The internal event for the bot message ``error`` carries; ``InvalidEventError`` (with the
-    human-readable reason) when it is not a valid one."""
-    options = options or DialectOptions()
-    record = {key: value for key, value in error.record.items() if key != "type"}
-    received_at = events.entry_time(entry_id)
+def translate_result(
+    record: dict[str, Any], entry_id: str, options: DialectOptions | None = None
+) -> OrderEvent | Rejection:
+    """The ``OrderResultEvent`` of an execution result's decoded ``record`` (it is consumed), or
+    the ``Rejection`` with the human-readable reason when it is not a valid one."""
     try:
-        if error.dialect == RESULT:
-            return _result(record, received_at, options)
-        if error.dialect == REQUEST:
-            return _request(record, received_at)
+        return _result(record, entry_id, options or DialectOptions())
     except ValidationError as exc:
-        raise InvalidEventError(events._reason(exc)) from None
-    raise ValueError(f"unknown bot dialect {error.dialect!r}")  # a wiring bug, not bad data
+        return Rejection(fields.validation_reason(exc))
+
+
+def translate_request(
+    record: dict[str, Any], entry_id: str, options: DialectOptions | None = None
+) -> OrderEvent | Rejection:
+    """The ``OrderRequestEvent`` of an order request's decoded ``record`` (it is consumed), or
+    the ``Rejection`` with its reason. ``options`` are not needed for requests."""
+    try:
+        return _request(record, entry_id)
+    except ValidationError as exc:
+        return Rejection(fields.validation_reason(exc))
+
+
+def _event_time(record: dict[str, Any], entry_id: str) -> Any:
+    """The record's ``timestamp`` (taken out of it), else the entry id's time."""
+    return record.pop("timestamp") if "timestamp" in record else entry_time(entry_id)
 
 
 def _alias(record: dict[str, Any], name: str, alias: str, extras: dict[str, Any]) -> Any:
@@ -119,7 +122,7 @@ def _bot_metadata(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     try:
-        return events._metadata(value)
+        return fields.metadata(value)
     except ValueError:
         return {"metadata_text": value if isinstance(value, str) else str(value)}
 
@@ -143,12 +146,14 @@ _TEXT: TypeAdapter[Any] = TypeAdapter(events.Text)
 
 def _is_zero(value: Any) -> bool:
     try:
-        return events._number(value).is_zero()
+        return fields.to_decimal(value).is_zero()
     except ValueError:
         return False
 
 
-def _result(record: dict[str, Any], received_at: datetime, options: DialectOptions) -> OrderEvent:
+def _result(
+    record: dict[str, Any], entry_id: str, options: DialectOptions
+) -> OrderEvent | Rejection:
     extras: dict[str, Any] = {}
     filled = _alias(record, "filled_quantity", "filled_size", extras)
     price = _alias(record, "price", "avg_fill_price", extras)
@@ -169,7 +174,7 @@ def _result(record: dict[str, Any], received_at: datetime, options: DialectOptio
         "filled_quantity": filled,
         "filled_price": price,
         "error_message": record.pop("error_message", None),
-        "timestamp": record.pop("timestamp", received_at),
+        "timestamp": _event_time(record, entry_id),
         "slippage_pct": _optional(_SLIPPAGE, bot.get("slippage_pct")),
         "fee_amount": _optional(_FEE, bot.get("fee_amount")),
         "fee_type": _optional(_FEE_TYPE, bot.get("fee_type")),
@@ -182,9 +187,9 @@ def _result(record: dict[str, Any], received_at: datetime, options: DialectOptio
     if sent_status is not None:
         metadata["bot_status"] = sent_status
     values["metadata"] = metadata
-    event = events.validate(OrderResultEvent, values)
+    event = validate(OrderResultEvent, values)
     if event.filled_quantity and event.filled_price is None:
-        raise InvalidEventError(
+        return Rejection(
             f"price: required when filled_quantity is above 0 (got filled_quantity "
             f"{event.filled_quantity}), the fill's price cannot be known without it"
         )
@@ -198,7 +203,7 @@ def _result(record: dict[str, Any], received_at: datetime, options: DialectOptio
     return event
 
 
-def _request(record: dict[str, Any], received_at: datetime) -> OrderEvent:
+def _request(record: dict[str, Any], entry_id: str) -> OrderEvent | Rejection:
     client_id = record.pop("client_id", None)
     values: dict[str, Any] = {
         "order_id": client_id,
@@ -208,16 +213,16 @@ def _request(record: dict[str, Any], received_at: datetime) -> OrderEvent:
         "order_type": record.pop("order_type", None),
         "quantity": record.pop("quantity", None),
         "status": OrderStatus.PENDING,
-        "timestamp": record.pop("timestamp", received_at),
+        "timestamp": _event_time(record, entry_id),
     }
     if "price" in record:  # the signal's price: informational, not a limit price
         record["signal_price"] = record.pop("price")
     explicit = _bot_metadata(record.pop("metadata", None))
     values["metadata"] = {**record, **explicit}
-    event = events.validate(OrderRequestEvent, values)
+    event = validate(OrderRequestEvent, values)
     missing = [name for name in ("symbol", "side", "quantity") if getattr(event, name) is None]
     if missing:
-        raise InvalidEventError(
+        return Rejection(
             f"{', '.join(missing)}: required in the bot's order request "
             f"(client_id {event.client_id!r})"
         )
@@ -254,7 +259,7 @@ def merge_request(state: OrderState | None, request: OrderState, order_id: str) 
 
 
 def _q8(value: Decimal) -> Decimal:
-    return value.quantize(STEP, rounding=ROUND_HALF_EVEN, context=events._EXACT)
+    return value.quantize(STEP, rounding=ROUND_HALF_EVEN, context=fields.EXACT)
 
 
 def _plain(value: Decimal) -> str:
@@ -322,13 +327,3 @@ def derive_fill(
         metadata=meta,
     )
     return fill, replace(after, fees_usdt=max(after.fees_usdt, charged + fee))
-
-
-def translate_record(
-    dialect: str,
-    record: Mapping[str, Any],
-    entry_id: str,
-    options: DialectOptions | None = None,
-) -> OrderEvent:
-    """``translate`` for a decoded record (tests, tools)."""
-    return translate(UnsupportedDialectError("", dialect=dialect, record=record), entry_id, options)

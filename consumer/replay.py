@@ -3,14 +3,14 @@
 A replay gives exactly the rows the live worker produced from the same entries, because it IS
 the live worker's logic, only without a consumer group:
 
-- entries are ordered as the worker orders a batch (``worker.entry_order``: stream id, then the
-  configured stream order orders < fills < marks) and parsed by ``worker.parse_raw`` with the
-  worker's stream → kind mapping;
-- they are written by the store's ``_write`` (``db.ReplayTarget``) in chunks of
+- entries are ordered as the worker orders a batch (``merge.entry_order``: stream id, then the
+  configured stream order orders < fills < marks) and parsed by ``parse.parse`` with the
+  worker's stream → kind mapping (as ``worker.parse_raw`` does);
+- they are written by the live writer's ``write_rows`` (``db.ReplayTarget``) in chunks of
   ``chunk_size`` entries, all inside ONE transaction on one connection: an interrupted replay
   (error, Ctrl-C, lost connection) leaves the previous state exactly as it was; a chunk that
   PostgreSQL rejects is split like the worker splits a batch;
-- ``_write``'s results do not depend on batch boundaries (see ``fold.py``), so one global pass
+- the fold's results do not depend on batch boundaries (see ``fold.py``), so one global pass
   in stream order equals the worker's many batches.
 
 Invalid entries are counted and listed (log events ``replay_entry_invalid`` and the summary), never
@@ -58,10 +58,11 @@ from consumer import db, events, migrations, stream
 from consumer.errors import ReplaySourceError
 from consumer.logs import get_logger
 from consumer.merge import entry_order
+from consumer.parse import Rejection, parse
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.shards import shard_settings
-from consumer.worker import dialect_options, parse_raw, stream_kinds
+from consumer.worker import dialect_options, stream_kinds
 
 Source = Literal["redis", "file", "ledger"]
 
@@ -559,10 +560,11 @@ def _run(
     chunk: list[ParsedEntry] = []
     for entry in entries:
         summary.entries += 1
-        try:
-            event = parse_raw(kinds, entry, options)
-        except events.InvalidEventError as exc:
-            _invalid(summary, entry, exc.reason)
+        event = parse(
+            kinds.get(entry.key.stream, "order"), entry.fields, entry.key.entry_id, options
+        )
+        if isinstance(event, Rejection):
+            _invalid(summary, entry, event.reason)
             continue
         if isinstance(event, events.OrderEvent):
             summary.order_events += 1

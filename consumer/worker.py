@@ -37,6 +37,7 @@ from consumer.fold import BatchResult
 from consumer.logs import get_logger
 from consumer.merge import OrderedReader, entry_order
 from consumer.observer import Observer
+from consumer.parse import Rejection, parse
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.stream import RedisStream
@@ -99,13 +100,13 @@ def parse_raw(
     entry: RawEntry,
     options: dialect.DialectOptions | None = None,
 ) -> events.Event:
-    """Validate ``entry`` as its stream's kind (``InvalidEventError`` when it is not valid).
-    The trading bot's own messages are translated into the internal events (``dialect.py``)."""
-    kind = kinds.get(entry.key.stream, "order")
-    try:
-        return events.parse_entry(kind, entry.fields, entry.key.entry_id)
-    except events.UnsupportedDialectError as exc:
-        return dialect.translate(exc, entry.key.entry_id, options)
+    """``parse`` of ``entry`` as its stream's kind (the contract, or the trading bot's own
+    messages translated by ``dialect.py``); its rejection raises ``InvalidEventError`` with the
+    reason, which the batch loop dead-letters."""
+    result = parse(kinds.get(entry.key.stream, "order"), entry.fields, entry.key.entry_id, options)
+    if isinstance(result, Rejection):
+        raise events.InvalidEventError(result.reason)
+    return result
 
 
 def dialect_options(settings: Settings) -> dialect.DialectOptions:

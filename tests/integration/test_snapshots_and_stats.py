@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from consumer import snapshots
 from consumer.db import PostgresStore
-from consumer.events import parse_entry
+from consumer.parse import parse_entry
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from tests.support.feed import Feed
 from tests.support.pipeline import rows, run_until_idle, snapshot

@@ -24,9 +24,9 @@ from consumer.events import (
     Side,
     UnsupportedDialectError,
     entry_time,
-    parse_entry,
     status_rank,
 )
+from consumer.parse import parse_entry
 
 ENTRY_ID = "1700000000000-3"
 ENTRY_TIME = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The fast validation path of events.py is provably the pydantic path: over generated entries
+"""The fast validation path (fastpath.py) is provably the pydantic path: over generated entries
 (valid, near-valid and invalid ones), whenever it returns an event, that event is exactly the one
 the pydantic path returns (same model, same field values with the same Python types, Decimal
 exponents, datetimes and tzinfo, metadata with its key order, fields set), and whenever the
@@ -17,19 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from consumer import dialect, events
+from consumer import dialect, events, fastpath
 from consumer.events import (
     FillEvent,
     InvalidEventError,
     MarkEvent,
     OrderEvent,
     UnsupportedDialectError,
-    _construct,
-    _fast_spec,
-    _parse_fast,
-    _parse_validated,
-    parse_entry,
 )
+from consumer.fastpath import construct as _construct
+from consumer.fastpath import fast_spec as _fast_spec
+from consumer.parse import _parse_fast, _parse_validated, parse_entry
 from consumer.publisher import Publisher
 from tests.support import bot
 
@@ -330,7 +328,7 @@ def model_values(draw: Any) -> tuple[type[BaseModel], dict[str, Any]]:
 @MANY
 @given(model_values())
 def test_validate_is_model_validate(case):
-    """events.validate (the dialect's translation uses it) equals model_validate or defers."""
+    """fastpath.validate (the dialect's translation uses it) equals model_validate or defers."""
     model, values = case
     spec = _fast_spec(model)
     assert spec is not None, model
@@ -407,4 +405,4 @@ def test_a_model_with_a_constraint_gets_no_fast_path():
         quantity: Annotated[Decimal, BeforeValidator(events._positive), Field(lt=5)]
 
     assert _fast_spec(Constrained) is None
-    assert events.validate(Constrained, {"quantity": "1"}).quantity == Decimal(1)
+    assert fastpath.validate(Constrained, {"quantity": "1"}).quantity == Decimal(1)

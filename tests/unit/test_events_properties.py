@@ -16,8 +16,8 @@ from consumer.events import (
     InvalidEventError,
     MarkEvent,
     OrderEvent,
-    parse_entry,
 )
+from consumer.parse import parse_entry
 
 # database=None: no .hypothesis directory left in the working tree.
 FAST = settings(max_examples=300, deadline=None, database=None)

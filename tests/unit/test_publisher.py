@@ -14,7 +14,8 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
-from consumer.events import FillEvent, InvalidEventError, OrderEvent, OrderStatus, parse_entry
+from consumer.events import FillEvent, InvalidEventError, OrderEvent, OrderStatus
+from consumer.parse import parse_entry
 from consumer.publisher import DEFAULT_SYMBOLS, TAKER_FEE_RATE, Publisher
 
 STREAMS = {"orders_stream": "o", "fills_stream": "f", "marks_stream": "m"}

@@ -274,8 +274,12 @@ def _performance_head(perf: Performance, acct: Line) -> list[str]:
         f"  (avg holding {_held(perf.avg_holding_s)})",
         f"Sharpe / Sortino     {_ratio(perf.sharpe)} / {_ratio(perf.sortino)}"
         f"  ({perf.return_days} daily returns, annualised ×√365)",
-        f"fees                 {_money(acct.fees_usdt)} USDT = {_pct(perf.fee_share)} of gross P&L"
-        f" {_money(perf.gross_pnl_usdt)} USDT",
+        f"fees                 {_money(acct.fees_usdt)} USDT"
+        + (
+            f" = {_pct(perf.fee_share)} of gross P&L {_money(perf.gross_pnl_usdt)} USDT"
+            if perf.fee_share is not None
+            else f", gross P&L {_money(perf.gross_pnl_usdt)} USDT (no fee share: gross P&L ≤ 0)"
+        ),
     ]
 
 

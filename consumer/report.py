@@ -1,10 +1,12 @@
 """``paper-consumer report`` and ``snapshot``: what a trader reads at a glance.
 
-``gather`` runs the analytics queries of ``db/reads.py`` (one short read-only connection) and
-returns a ``Report``; the renderers (table, JSON, CSV) are pure. ``plot`` draws the P&L
-snapshots with matplotlib, imported only when a plot is asked for (``paper-consumer[plot]``).
+``gather`` runs the report's queries (``db/report_queries.py``, one short read-only connection),
+hands the window's snapshots and round trips to ``performance.py`` and returns a ``Report``; the
+renderers (table, JSON, CSV) are pure. ``draw`` plots the equity curve with its drawdown shaded,
+and P&L per symbol, with matplotlib, imported only when a plot is asked for
+(``paper-consumer[plot]``).
 
-Definitions (the window is ``since`` → now, every time column compared with ``>= since``):
+Definitions (the window is ``since <= t < until``, either end open; docs/report.md):
 
 - total P&L: ``get_paper_total_pnl()`` now (lifetime realized + unrealized of open positions);
   per symbol the same split from ``paper_positions``;
@@ -14,7 +16,8 @@ Definitions (the window is ``since`` → now, every time column compared with ``
 - fill rate: ``get_paper_fill_rate``'s definition over the orders created in the window
   (FILLED, PARTIAL or PARTIALLY_FILLED ÷ all), rounded to 4 places; none when no orders;
 - average slippage: mean ``slippage_pct`` of the orders created in the window that carry one;
-- volume and fees: Σ quantity × price and Σ fees of the fills in the window.
+- volume and fees: Σ quantity × price and Σ fees of the fills in the window;
+- drawdown, round-trip statistics, Sharpe, Sortino and fee share: ``performance.DEFINITIONS``.
 """
 
 from __future__ import annotations
@@ -25,22 +28,24 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-
-from consumer.db import PostgresStore
-from consumer.db.reads import (
-    REPORT_BY_SYMBOL,
-    REPORT_TOTALS,
-    SELECT_PLOT_SNAPSHOTS,
-    SELECT_SNAPSHOT,
+from consumer.db import PostgresStore, report_queries
+from consumer.db.reads import SELECT_SNAPSHOT
+from consumer.db.report_queries import Window
+from consumer.errors import PaperConsumerError
+from consumer.performance import (
+    PERFORMANCE_FIELDS,
+    Performance,
+    Snapshot,
+    account_curve,
+    drawdown,
+    evaluate,
+    symbol_curve,
 )
-from consumer.errors import DatabaseUnavailableError, PaperConsumerError, SchemaNotReadyError
 
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 _UNITS["w"] = 7 * _UNITS["d"]
@@ -55,6 +60,31 @@ def parse_duration(text: str) -> timedelta:
         return int(match.group(1)) * _UNITS[match.group(2)]
     except OverflowError as exc:
         raise ValueError(f"duration too long: {text!r}") from exc
+
+
+def parse_moment(text: str) -> timedelta | datetime:
+    """A window end: a duration back from now (``7d``: a timedelta) or an ISO 8601 date or
+    time (``2026-11-20``, ``2026-11-20T10:00``, ``…Z`` or ``…+01:00``; UTC without an
+    offset: a datetime). ValueError otherwise."""
+    try:
+        return parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            "give a duration back from now (30m, 24h, 7d, 2w) or an ISO date or time"
+            f" (2026-11-20, 2026-11-20T10:00Z) (got {text!r})"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def resolve(end: timedelta | datetime | None, now: datetime) -> datetime | None:
+    """``parse_moment``'s result as a time (a duration counts back from ``now``)."""
+    if isinstance(end, timedelta):
+        return now - end
+    return end
 
 
 @dataclass(frozen=True)
@@ -81,53 +111,67 @@ class Line:
 
 
 LINE_FIELDS = tuple(Line.__dataclass_fields__)
+CSV_FIELDS = LINE_FIELDS + PERFORMANCE_FIELDS
 
 
 @dataclass(frozen=True)
 class Report:
-    since: datetime
-    until: datetime
+    since: datetime | None  # None: all history
+    until: datetime | None  # None: up to now (and any later event time)
+    now: datetime
     total_pnl_usdt: Decimal
     account: Line
     symbols: list[Line] = field(default_factory=list)
+    performance: dict[str, Performance] = field(default_factory=dict)  # by symbol and "ALL"
+    snapshots: Sequence[Snapshot] = ()  # the window's points, for the plot (not rendered)
 
 
 def _line(symbol: str, row: dict[str, Any]) -> Line:
     return Line(symbol=symbol, **{name: row[name] for name in LINE_FIELDS if name != "symbol"})
 
 
-def _connect(dsn: str, timeout_s: float) -> psycopg.Connection[dict[str, Any]]:
-    try:
-        return psycopg.connect(dsn, row_factory=dict_row, connect_timeout=max(1, round(timeout_s)))
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
-
-
-def _schema_error(exc: psycopg.Error) -> SchemaNotReadyError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return SchemaNotReadyError(
-        f"cannot read the paper tables ({first}); run `paper-consumer migrate up`"
-    )
-
-
-def gather(dsn: str, since: datetime, now: datetime, *, connect_timeout_s: float = 5.0) -> Report:
-    """Read the report for the window ``since`` → ``now`` (see the module docstring)."""
-    with _connect(dsn, connect_timeout_s) as conn:
-        try:
-            totals = conn.execute(REPORT_TOTALS, {"since": since}).fetchone()
-            per_symbol = conn.execute(REPORT_BY_SYMBOL, {"since": since}).fetchall()
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError(str(exc)) from exc
-        except psycopg.Error as exc:
-            raise _schema_error(exc) from exc
-    if totals is None:  # pragma: no cover - aggregates without GROUP BY return one row
-        raise SchemaNotReadyError("the report query returned no row")
+def gather(
+    dsn: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    now: datetime | None = None,
+    connect_timeout_s: float = 5.0,
+) -> Report:
+    """Read the report for the window ``since <= t < until`` (see the module docstring)."""
+    window = Window(since, until)
+    with report_queries.connect(dsn, connect_timeout_s) as conn:
+        totals, per_symbol = report_queries.read_lines(conn, window)
+        snapshots = report_queries.read_snapshots(conn, window)
+        trips = report_queries.read_trips(conn, window)
+    account = _line("ALL", totals)
+    symbols = [_line(row["symbol"], row) for row in per_symbol]
+    curve = account_curve(snapshots)
+    performance = {
+        "ALL": evaluate(
+            curve,
+            trips,
+            fees_usdt=account.fees_usdt,
+            window_realized_usdt=account.window_realized_pnl_usdt,
+        )
+    }
+    for line in symbols:
+        performance[line.symbol] = evaluate(
+            symbol_curve(snapshots, line.symbol),
+            [t for t in trips if t.symbol == line.symbol],
+            fees_usdt=line.fees_usdt,
+            window_realized_usdt=line.window_realized_pnl_usdt,
+            return_base=curve,
+        )
     return Report(
         since=since,
-        until=now,
+        until=until,
+        now=now or datetime.now(UTC),
         total_pnl_usdt=totals["total_pnl_now_usdt"],
-        account=_line("ALL", totals),
-        symbols=[_line(row["symbol"], row) for row in per_symbol],
+        account=account,
+        symbols=symbols,
+        performance=performance,
+        snapshots=snapshots,
     )
 
 
@@ -137,12 +181,15 @@ def gather(dsn: str, since: datetime, now: datetime, *, connect_timeout_s: float
 
 
 def _plain(value: Any) -> str:
-    """Decimals without exponent or trailing zeros; None as empty."""
+    """Decimals without exponent or trailing zeros (``Infinity`` for an infinite one); times in
+    ISO 8601; None as empty."""
     if value is None:
         return ""
     if isinstance(value, Decimal):
         text = format(value.normalize(), "f")
         return "0" if text in ("-0", "") else text
+    if isinstance(value, datetime):
+        return value.isoformat()
     return str(value)
 
 
@@ -154,10 +201,92 @@ def _pct(value: Decimal | None) -> str:
     return "-" if value is None else f"{value * 100:.2f}%"
 
 
+def _ratio(value: Decimal | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if value.is_infinite() else f"{value:.2f}"
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M}"
+
+
+def _held(seconds: Decimal | None) -> str:
+    """A holding time, two units: ``2d 03h``, ``1h 05m``, ``4m 10s``, ``12s``."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _span(report: Report) -> str:
+    since = "all history" if report.since is None else f"{report.since:%Y-%m-%d %H:%M}"
+    until = f"now ({report.now:%Y-%m-%d %H:%M})" if report.until is None else _when(report.until)
+    return f"{since} → {until} UTC"
+
+
+def _columns(columns: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """A left-aligned first column and right-aligned others, two spaces apart."""
+    widths = [max(len(row[i]) for row in [columns, *body]) for i in range(len(columns))]
+
+    def fmt(row: Sequence[str]) -> str:
+        rest = zip(row[1:], widths[1:], strict=True)
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in rest]
+        return "  ".join(cells).rstrip()
+
+    return [fmt(columns), fmt(["-" * w for w in widths]), *map(fmt, body)]
+
+
+def _performance_head(perf: Performance, acct: Line) -> list[str]:
+    """The account's risk lines of the table (see ``performance.DEFINITIONS``)."""
+    if perf.curve_basis is None:
+        curve = ["equity curve         no snapshot in the window: no drawdown, Sharpe or Sortino"]
+    else:
+        what = "equity" if perf.curve_basis == "equity" else "total P&L, no start balance: no %"
+        curve = [
+            f"equity curve         {_money(perf.curve_start_usdt)} → "
+            f"{_money(perf.curve_end_usdt)} USDT, return {_pct(perf.window_return)}"
+            f"  ({perf.snapshots} snapshots of {what})",
+            f"max drawdown         {_money(perf.max_drawdown_usdt)} USDT"
+            f" ({_pct(perf.max_drawdown_pct)})  peak {_when(perf.drawdown_peak_at)}"
+            f" → trough {_when(perf.drawdown_trough_at)},"
+            f" recovered {_when(perf.drawdown_recovered_at)}",
+            f"current drawdown     {_money(perf.current_drawdown_usdt)} USDT"
+            f" ({_pct(perf.current_drawdown_pct)})",
+        ]
+    return [
+        *curve,
+        f"closed-trade DD      {_money(perf.trade_drawdown_usdt)} USDT"
+        "  (cumulative P&L of the round trips, from 0)",
+        f"profit factor        {_ratio(perf.profit_factor)}  (won {_money(perf.gross_profit_usdt)}"
+        f" / lost {_money(abs(perf.gross_loss_usdt))} USDT)",
+        f"expectancy           {_money(perf.expectancy_usdt)} USDT per round trip"
+        f"  (avg win {_money(perf.avg_win_usdt)}, avg loss {_money(perf.avg_loss_usdt)})",
+        f"streaks              longest {perf.max_win_streak} winning,"
+        f" {perf.max_loss_streak} losing in a row"
+        f"  (avg holding {_held(perf.avg_holding_s)})",
+        f"Sharpe / Sortino     {_ratio(perf.sharpe)} / {_ratio(perf.sortino)}"
+        f"  ({perf.return_days} daily returns, annualised ×√365)",
+        f"fees                 {_money(acct.fees_usdt)} USDT"
+        + (
+            f" = {_pct(perf.fee_share)} of gross P&L {_money(perf.gross_pnl_usdt)} USDT"
+            if perf.fee_share is not None
+            else f", gross P&L {_money(perf.gross_pnl_usdt)} USDT (no fee share: gross P&L ≤ 0)"
+        ),
+    ]
+
+
 def render_table(report: Report) -> str:
     acct = report.account
     head = [
-        f"P&L report  {report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC",
+        f"P&L report  {_span(report)}",
         "",
         f"total P&L now        {_money(report.total_pnl_usdt)} USDT"
         f"  (realized {_money(acct.realized_pnl_usdt)},"
@@ -171,8 +300,12 @@ def render_table(report: Report) -> str:
         f"{'-' if acct.avg_slippage_pct is None else f'{acct.avg_slippage_pct:.4f}%'}",
         f"volume / fees        {_money(acct.volume_usdt)} / {_money(acct.fees_usdt)} USDT"
         f"  ({acct.fills} fills)",
-        "",
     ]
+    if "ALL" in report.performance:
+        head += ["", *_performance_head(report.performance["ALL"], acct)]
+    head.append("")
+    if not report.symbols:
+        return "\n".join([*head, "no symbols traded yet"])
     columns = ("symbol", "realized", "unrealized", "total", "in window", "trades", "win rate",
                "fill rate", "volume", "fees")  # fmt: skip
     body = [
@@ -190,30 +323,56 @@ def render_table(report: Report) -> str:
         )
         for line in report.symbols
     ]
-    if not body:
-        return "\n".join([*head, "no symbols traded yet"])
-    widths = [max(len(row[i]) for row in [columns, *body]) for i in range(len(columns))]
+    lines = [*head, *_columns(columns, body)]
+    risk = [(line.symbol, report.performance.get(line.symbol)) for line in report.symbols]
+    rows = [_risk_row(symbol, perf) for symbol, perf in risk if perf is not None]
+    return "\n".join([*lines, "", *_columns(_RISK_COLUMNS, rows)] if rows else lines)
 
-    def fmt(row: Sequence[str]) -> str:
-        rest = zip(row[1:], widths[1:], strict=True)
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in rest]
-        return "  ".join(cells).rstrip()
 
-    return "\n".join([*head, fmt(columns), fmt(["-" * w for w in widths]), *map(fmt, body)])
+_RISK_COLUMNS = ("symbol", "max DD", "current DD", "trade DD", "profit f.", "expectancy",
+                 "avg win", "avg loss", "streaks W/L", "avg hold", "Sharpe", "Sortino",
+                 "fee share")  # fmt: skip
+
+
+def _risk_row(symbol: str, perf: Performance) -> tuple[str, ...]:
+    return (
+        symbol,
+        _money(perf.max_drawdown_usdt),
+        _money(perf.current_drawdown_usdt),
+        _money(perf.trade_drawdown_usdt),
+        _ratio(perf.profit_factor),
+        _money(perf.expectancy_usdt),
+        _money(perf.avg_win_usdt),
+        _money(perf.avg_loss_usdt),
+        f"{perf.max_win_streak}/{perf.max_loss_streak}",
+        _held(perf.avg_holding_s),
+        _ratio(perf.sharpe),
+        _ratio(perf.sortino),
+        _pct(perf.fee_share),
+    )
+
+
+def _plain_fields(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (v if isinstance(v, int | str) or v is None else _plain(v)) for k, v in values.items()
+    }
 
 
 def to_dict(report: Report) -> dict[str, Any]:
-    """JSON-ready: numbers as exact decimal strings, times in ISO 8601."""
+    """JSON-ready: numbers as exact decimal strings (``"Infinity"`` for an infinite profit
+    factor or Sortino), times in ISO 8601, an absent figure as null."""
 
     def plain_line(line: Line) -> dict[str, Any]:
-        return {
-            k: (v if isinstance(v, int | str) or v is None else _plain(v))
-            for k, v in asdict(line).items()
-        }
+        body = _plain_fields(asdict(line))
+        perf = report.performance.get(line.symbol)
+        if perf is not None:
+            body["performance"] = _plain_fields(asdict(perf))
+        return body
 
     return {
-        "since": report.since.isoformat(),
-        "until": report.until.isoformat(),
+        "since": None if report.since is None else report.since.isoformat(),
+        "until": None if report.until is None else report.until.isoformat(),
+        "generated_at": report.now.isoformat(),
         "total_pnl_usdt": _plain(report.total_pnl_usdt),
         "account": plain_line(report.account),
         "symbols": [plain_line(line) for line in report.symbols],
@@ -225,12 +384,16 @@ def render_json(report: Report) -> str:
 
 
 def render_csv(report: Report) -> str:
-    """One row per symbol, then the ``ALL`` row; columns are ``LINE_FIELDS``."""
+    """One row per symbol, then the ``ALL`` row; columns are ``CSV_FIELDS`` (the line's, then
+    the performance's; empty where a figure is absent)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(LINE_FIELDS)
+    writer.writerow(CSV_FIELDS)
     for line in [*report.symbols, report.account]:
-        writer.writerow([_plain(getattr(line, name)) for name in LINE_FIELDS])
+        perf = report.performance.get(line.symbol)
+        cells = [_plain(getattr(line, name)) for name in LINE_FIELDS]
+        cells += [_plain(getattr(perf, name)) if perf else "" for name in PERFORMANCE_FIELDS]
+        writer.writerow(cells)
     return out.getvalue()
 
 
@@ -246,37 +409,30 @@ class PlotUnavailableError(PaperConsumerError):
     """matplotlib is not installed."""
 
 
-@dataclass(frozen=True)
-class Point:
-    time: datetime
-    total: Decimal
-    realized: Decimal
-    per_symbol: dict[str, Decimal]
+def underwater(
+    times: Sequence[datetime], values: Sequence[float]
+) -> tuple[list[datetime], list[float], list[float]]:
+    """The points of the (piecewise linear) curve, plus each point where it climbs back through
+    its running peak, with the running peak at every one: the area between the two is exactly
+    the drawdown of the curve as drawn."""
+    out_t: list[datetime] = []
+    out_v: list[float] = []
+    peaks: list[float] = []
+    for moment, value in zip(times, values, strict=True):
+        if peaks and out_v[-1] < peaks[-1] < value:
+            share = (peaks[-1] - out_v[-1]) / (value - out_v[-1])
+            out_t.append(out_t[-1] + (moment - out_t[-1]) * share)
+            out_v.append(peaks[-1])
+            peaks.append(peaks[-1])
+        out_t.append(moment)
+        out_v.append(value)
+        peaks.append(value if not peaks else max(peaks[-1], value))
+    return out_t, out_v, peaks
 
 
-def read_points(dsn: str, since: datetime, *, connect_timeout_s: float = 5.0) -> list[Point]:
-    """One point per snapshot time in the window, oldest first."""
-    with _connect(dsn, connect_timeout_s) as conn:
-        try:
-            rows = conn.execute(SELECT_PLOT_SNAPSHOTS, {"since": since}).fetchall()
-        except psycopg.Error as exc:
-            raise _schema_error(exc) from exc
-    return [
-        Point(
-            time=row["snapshot_time"],
-            total=row["total_pnl_usdt"],
-            realized=row["realized_pnl_usdt"],
-            per_symbol={
-                symbol: Decimal(str(body.get("pnl", 0)))
-                for symbol, body in (row["symbol_pnl"] or {}).items()
-            },
-        )
-        for row in rows
-    ]
-
-
-def draw(points: Sequence[Point], path: Path, *, title: str = "Paper trading P&L") -> None:
-    """Cumulative (total and realized) P&L, and P&L per symbol, over time, into ``path``."""
+def draw(snapshots: Sequence[Snapshot], path: Path, *, title: str = "Paper trading P&L") -> None:
+    """The equity curve (total P&L without a start balance) with its drawdown from the running
+    peak shaded, the realized part, and P&L per symbol, over time, into ``path``."""
     try:
         import matplotlib as mpl  # noqa: PLC0415 - optional dependency, imported on demand
 
@@ -287,21 +443,45 @@ def draw(points: Sequence[Point], path: Path, *, title: str = "Paper trading P&L
         raise PlotUnavailableError(
             "--plot needs matplotlib: pip install 'paper-consumer[plot]'"
         ) from exc
-    if not points:
+    curve = account_curve(snapshots)
+    if curve is None:
         raise PaperConsumerError("no P&L snapshots in the window: nothing to plot")
-    times = [p.time for p in points]
+    times = [moment for moment, _ in curve.points]
+    values = [float(value) for _, value in curve.points]
+    shade_t, shade_v, peaks = underwater(times, values)
+    equity = curve.basis == "equity"
+    realized = [float(s.balance if equity and s.balance is not None else s.realized_pnl)
+                for s in snapshots]  # fmt: skip
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     try:
-        top.plot(times, [float(p.total) for p in points], label="total (realized + unrealized)")
-        top.plot(times, [float(p.realized) for p in points], label="realized", linestyle="--")
-        top.set_title(f"{title}: cumulative P&L (USDT)")
-        symbols = sorted({s for p in points for s in p.per_symbol})
+        top.plot(times, values, label="equity" if equity else "total P&L (realized + unrealized)")
+        top.plot(times, realized, label="balance (start + realized)" if equity else "realized",
+                 linestyle="--", linewidth=0.9)  # fmt: skip
+        top.plot(shade_t, peaks, color="grey", linewidth=0.6, linestyle=":", label="running peak")
+        top.fill_between(shade_t, shade_v, peaks, color="tab:red", alpha=0.3, label="drawdown")
+        worst = drawdown(curve.points, relative=equity)
+        if worst is not None and worst.trough_at is not None:
+            peak = peaks[shade_t.index(worst.trough_at)]
+            depth = float(worst.max_usdt)
+            top.annotate(
+                f"max drawdown {worst.max_usdt:,.2f}"
+                + ("" if worst.max_pct is None else f" ({worst.max_pct * 100:.2f}%)"),
+                xy=(worst.trough_at, peak - depth),
+                xytext=(worst.trough_at, peak - depth / 2),
+                arrowprops={"arrowstyle": "->", "color": "tab:red"},
+                ha="center",
+                fontsize="small",
+                color="tab:red",
+            )
+        top.set_title(f"{title}: {'equity' if equity else 'cumulative P&L'} (USDT)")
+        symbols = sorted({s for p in snapshots for s in p.per_symbol})
         for symbol in symbols:
-            values = [float(p.per_symbol.get(symbol, Decimal(0))) for p in points]
-            bottom.plot(times, values, label=symbol)
+            bottom.plot(times, [float(p.per_symbol.get(symbol, 0)) for p in snapshots],
+                        label=symbol)  # fmt: skip
         bottom.set_title("P&L per symbol (USDT)")
         for axis in (top, bottom):
-            axis.axhline(0, color="grey", linewidth=0.8)
+            if not equity or axis is bottom:
+                axis.axhline(0, color="grey", linewidth=0.8)
             axis.grid(True, alpha=0.3)
             if axis.get_legend_handles_labels()[0]:
                 axis.legend(loc="best", fontsize="small")
@@ -338,7 +518,7 @@ def take_manual_snapshot(
         written = store.snapshot_now(now) == 1
     finally:
         store.close()
-    with _connect(dsn, connect_timeout_s) as conn:
+    with report_queries.connect(dsn, connect_timeout_s) as conn:
         row = conn.execute(SELECT_SNAPSHOT, {"time": now, "type": "MANUAL"}).fetchone()
     if row is None:  # pragma: no cover - the insert above committed it
         raise PaperConsumerError("the MANUAL snapshot was not found after writing it")

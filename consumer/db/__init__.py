@@ -11,7 +11,7 @@ One module per concern, each holding the SQL it runs as named constants:
 - ``replay_target``: the database a replay rebuilds (one transaction, presence lock);
 - ``ledger``: reading the event ledger back;
 - ``leases``: shard leases and their fence inside the batch transaction;
-- ``reads``: the read side (``status``, ``report``, ``snapshot``);
+- ``reads``: the read side of ``status`` and ``snapshot``; ``report_queries``: ``report``'s;
 - ``maintenance``: ``prune``'s retention statements.
 
 The accounting itself (orders, fills, positions, round trips) is decided by the pure fold in

@@ -185,6 +185,10 @@ def committed_fills(stdout: str) -> int:
 def test_demo_runs_reports_and_resumes(demo_dir):
     first = cli("demo", "--events", "300", "--seed", "1", "--data-dir", str(demo_dir), timeout=90)
     assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.splitlines()[0] == (
+        "paper-consumer demo: publishing 300 events, then the summary"
+        " (Ctrl-C stops it early and then prints the summary)"
+    )
     assert re.search(r"^total P&L\s+-?[\d,]+\.\d\d USDT$", first.stdout, re.M), first.stdout
     assert "published   300 events" in first.stdout
     fills_after_first = committed_fills(first.stdout)

@@ -8,10 +8,13 @@ from pathlib import Path
 import fakeredis
 
 from consumer.demo import (
+    STOP_HINT,
+    DemoOptions,
     PositionLine,
     Summary,
     render_line,
     render_report,
+    render_start,
     render_summary,
     streams_drained,
 )
@@ -59,6 +62,21 @@ def test_summary_shows_every_figure():
     assert "throughput  50 entries/s" in lines
     assert "fill rate (7 days)  BTCUSDT 83.3%, ETHUSDT 50.0%" in lines
     assert lines[-1] == "total P&L  -12.35 USDT"
+
+
+def test_the_first_line_says_how_to_stop_and_that_the_summary_follows():
+    assert render_start(DemoOptions()) == (
+        "paper-consumer demo: publishing until Ctrl-C, which stops it and then prints the summary"
+    )
+    assert render_start(DemoOptions(events=300)) == (
+        "paper-consumer demo: publishing 300 events, then the summary"
+        " (Ctrl-C stops it early and then prints the summary)"
+    )
+    live = render_summary(summary(), hint=STOP_HINT).splitlines()
+    assert live[0] == (
+        "paper-consumer demo — publishing, 12 s  (Ctrl-C stops it and then prints the summary)"
+    )
+    assert "Ctrl-C" not in render_summary(summary(state="final"))
 
 
 def test_positions_form_an_aligned_table():

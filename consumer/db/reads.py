@@ -1,7 +1,7 @@
-"""The read side: ``status``, ``snapshot`` and ``report`` queries.
+"""The read side of ``status`` and ``snapshot`` (``report``'s queries: ``report_queries.py``).
 
 Read-only, each on a short-lived connection of its own, so a person's look neither takes a pool
-connection nor counts as a live worker. Every report window is ``column >= %(since)s``.
+connection nor counts as a live worker.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 
 from consumer import accounting
 from consumer.dialect import (
@@ -52,6 +53,47 @@ class BatchResult:
     snapshots: int = 0
     closed_trips: list[accounting.ClosedTrip] = field(default_factory=list)
     rejected: list[tuple[ParsedEntry, str]] = field(default_factory=list)
+    # Fills rejected because an applied fill has their id and other values (also in rejected).
+    conflicts: int = 0
+
+
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class FillVersion:
+    """The values of a fill that make it that fill (amounts at the columns' 8 places), to tell
+    a redelivery from another fill reusing its id."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fees_usdt: Decimal
+    fee_type: str | None
+    filled_at: datetime
+
+    @classmethod
+    def of(cls, event: FillEvent, side: Side) -> FillVersion:
+        return cls(
+            event.order_id,
+            event.symbol,
+            side,
+            accounting.q8(event.quantity),
+            accounting.q8(event.price),
+            accounting.q8(event.fees_usdt),
+            event.fee_type.value if event.fee_type else None,
+            event.timestamp,
+        )
+
+    def shown(self) -> str:
+        fee_type = f" {self.fee_type}" if self.fee_type else ""
+        return (
+            f"order {self.order_id!r} {self.side.value} {self.quantity.normalize():f} "
+            f"{self.symbol} @ {self.price.normalize():f}, fee {self.fees_usdt.normalize():f}"
+            f"{fee_type}, at {self.filled_at.isoformat()}"
+        )
 
 
 @dataclass
@@ -119,13 +161,21 @@ class Fold:
     events, fills, results) and by client id (bot requests and results); ``positions`` the
     stored position of every symbol a fill, result or mark of the batch names; ``stored_fills``
     the ids among the batch's fills that are already stored (a fill is applied once, ever).
-    The dicts are taken over (not copied)."""
+    The dicts are taken over (not copied).
+
+    ``fill_versions`` holds what is stored of those fills (their values, to tell an identical
+    redelivery, a silent duplicate, from a conflicting one, rejected); a stored fill missing from
+    it is taken as identical. ``filled`` holds, per order of the batch, the quantity of its
+    stored fills (a fill that would take a real order past its quantity is rejected)."""
 
     def __init__(
         self,
         orders: dict[str, OrderState],
         positions: dict[str, accounting.Position],
         stored_fills: set[str],
+        *,
+        fill_versions: dict[str, FillVersion] | None = None,
+        filled: dict[str, Decimal] | None = None,
     ) -> None:
         self._book = _Book(orders)
         self._stored_orders = set(orders)
@@ -134,6 +184,8 @@ class Fold:
         self._written_positions = dict(positions)
         self._dirty_symbols: set[str] = set()  # positions moved since the last step
         self._fills = stored_fills  # stored, and applied by an earlier step
+        self._versions = fill_versions if fill_versions is not None else {}
+        self._filled = filled if filled is not None else {}
 
     @property
     def orders(self) -> dict[str, OrderState]:
@@ -172,10 +224,10 @@ class Fold:
     def _contract_fill(
         self, event: FillEvent, item: ParsedEntry, step: FoldStep, result: BatchResult
     ) -> None:
-        if event.fill_id in self._fills:
-            result.fills_duplicate += 1
-            return
         order = self.orders.get(event.order_id)
+        if event.fill_id in self._fills:
+            self._duplicate(event, order, item, result)
+            return
         side = event.side or (order.side if order is not None else None)
         if side is None:
             result.rejected.append(
@@ -186,6 +238,18 @@ class Fold:
                 )
             )
             return
+        if order is not None and not order.is_placeholder:
+            total = self._filled.get(event.order_id, _ZERO) + event.quantity
+            if total > order.quantity:
+                result.rejected.append(
+                    (
+                        item,
+                        f"fill {event.fill_id!r} takes order {event.order_id!r} past its "
+                        f"quantity: its fills would total {total.normalize():f} of "
+                        f"{order.quantity.normalize():f}",
+                    )
+                )
+                return
         if order is None:
             self._book.put(placeholder_from_fill(event, side))
         elif order.is_placeholder:
@@ -209,6 +273,8 @@ class Fold:
             result.fills_duplicate += 1
             return
         self._fills.add(event.fill_id)
+        self._versions[event.fill_id] = FillVersion.of(event, side)
+        self._filled[event.order_id] = self._filled.get(event.order_id, _ZERO) + event.quantity
         step.fills.append((item, event, side))
         position = self.positions.get(event.symbol) or accounting.new_position(event.symbol)
         outcome = accounting.apply_fill(position, accounting_fill(event, side))
@@ -217,6 +283,24 @@ class Fold:
         result.closed_trips.extend(outcome.closed_trips)
         step.trips.extend((event.fill_id, trip) for trip in outcome.closed_trips)
         step.fill_effects.append((event, outcome))
+
+    def _duplicate(
+        self, event: FillEvent, order: OrderState | None, item: ParsedEntry, result: BatchResult
+    ) -> None:
+        """A fill whose id was applied before: silent if it is the same fill, else rejected."""
+        known = self._versions.get(event.fill_id)
+        side = event.side or (known.side if known is not None else None)
+        if known is None or side is None or FillVersion.of(event, side) == known:
+            result.fills_duplicate += 1
+            return
+        result.conflicts += 1
+        result.rejected.append(
+            (
+                item,
+                f"conflicts with stored fill {event.fill_id!r}: stored {known.shown()}; "
+                f"received {FillVersion.of(event, side).shown()}",
+            )
+        )
 
     def _request(self, event: OrderRequestEvent, item: ParsedEntry, result: BatchResult) -> None:
         """A bot request: fills in the row its result already made (found by client id; the

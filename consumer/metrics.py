@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from consumer.stream import RedisStream
 
 NAMESPACE = "paper_consumer"
+# How a conflicting fill's dead-letter reason starts (``fold.Fold``).
+CONFLICT_REASON = "conflicts with stored fill"
 SERVERS: tuple[Server, ...] = ("postgres", "redis")
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -104,6 +106,13 @@ class Metrics(Observer):
         self.dead_letters = Counter(
             "dead_letters",
             "Entries dead-lettered, by source stream",
+            ["stream"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.conflicting_fills = Counter(
+            "conflicting_fills",
+            "Fills dead-lettered because an applied fill has their id and other values",
             ["stream"],
             namespace=NAMESPACE,
             registry=r,
@@ -186,7 +195,8 @@ class Metrics(Observer):
     ) -> None:
         self.heartbeat()
         by_key = {item.key: item for item in parsed}
-        dead_keys = {entry.key for entry, _ in dead}
+        dead_reasons = {entry.key: reason for entry, reason in dead}
+        dead_keys = dead_reasons.keys()
         # Duplicate fills are counted per batch by the store; they are fill entries that were
         # committed without effect, so that many fill entries are labelled "duplicate".
         duplicates = sum(result.fills_duplicate for result in results)
@@ -198,6 +208,8 @@ class Metrics(Observer):
             if entry.key in dead_keys:
                 outcome = "dead_lettered"
                 self.dead_letters.labels(entry.key.stream).inc()
+                if dead_reasons[entry.key].startswith(CONFLICT_REASON):
+                    self.conflicting_fills.labels(entry.key.stream).inc()
             elif kind == "fill" and duplicates > 0:
                 outcome, duplicates = "duplicate", duplicates - 1
             else:

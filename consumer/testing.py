@@ -15,11 +15,12 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from consumer import accounting
 from consumer.errors import DatabaseUnavailableError, RejectedByDatabaseError
 from consumer.events import FillEvent
-from consumer.fold import BatchResult, Fold
+from consumer.fold import BatchResult, FillVersion, Fold
 from consumer.orders import OrderState
 from consumer.records import ParsedEntry
 
@@ -48,7 +49,16 @@ class MemoryStore:
             raise RejectedByDatabaseError("memory store refused an entry")
         draft = copy.deepcopy(self.state)  # all or nothing, like a transaction
         result = BatchResult()
-        fold = Fold(draft.orders, draft.positions, set(draft.fills))
+        versions = {
+            fid: FillVersion.of(f, f.side or draft.orders[f.order_id].side)
+            for fid, f in draft.fills.items()
+        }
+        filled: dict[str, Decimal] = {}
+        for f in draft.fills.values():
+            filled[f.order_id] = filled.get(f.order_id, Decimal(0)) + f.quantity
+        fold = Fold(
+            draft.orders, draft.positions, set(draft.fills), fill_versions=versions, filled=filled
+        )
         step = fold.apply(items, result)
         for _, fill, _side in step.fills:
             draft.fills[fill.fill_id] = fill

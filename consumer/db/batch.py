@@ -48,6 +48,7 @@ from consumer.db.rows import (
     array_params,
     dumps,
     fill_params,
+    fill_version_from_row,
     order_from_row,
     order_params,
     position_from_row,
@@ -160,9 +161,22 @@ RETURNING fill_id, order_id, filled_at, quantity * price AS volume, fees_usdt AS
 """
 
 
-# Which of a batch's fills are stored already (each is applied once, ever).
+# Which of a batch's fills are stored already (each is applied once, ever), with the values
+# that tell a redelivery from a conflicting fill reusing the id.
 SELECT_STORED_FILLS = """
-SELECT fill_id FROM paper_fills WHERE fill_id = ANY(%(ids)s::varchar[])
+SELECT fill_id, order_id, symbol, metadata->>'side' AS side, quantity, price, fees_usdt,
+       fee_type, filled_at
+FROM paper_fills WHERE fill_id = ANY(%(ids)s::varchar[])
+"""
+
+# The quantity already filled of each order a batch's fills name (an over-fill is refused), by
+# the order_id index (a LATERAL sum per id, never a scan of all fills).
+SELECT_FILLED_BY_ORDER = """
+SELECT i.order_id, s.filled
+FROM unnest(%(ids)s::varchar[]) AS i(order_id),
+     LATERAL (SELECT sum(f.quantity) AS filled FROM paper_fills f
+              WHERE f.order_id = i.order_id) AS s
+WHERE s.filled IS NOT NULL
 """
 
 SELECT_POSITIONS_FOR_UPDATE = """
@@ -451,6 +465,7 @@ def _read_state(
     order_ids: set[str] = set()
     client_ids: set[str] = set()
     fill_ids: set[str] = set(known_fills)
+    fill_orders: set[str] = set()
     symbols: set[str] = set()
     for item in items:
         event = item.event
@@ -464,6 +479,7 @@ def _read_state(
         elif isinstance(event, FillEvent):
             order_ids.add(event.order_id)
             fill_ids.add(event.fill_id)
+            fill_orders.add(event.order_id)
             symbols.add(event.symbol)
         elif isinstance(event, MarkEvent):
             symbols.add(event.symbol)
@@ -476,6 +492,9 @@ def _read_state(
     stored_fills = (
         conn.execute(SELECT_STORED_FILLS, {"ids": sorted(fill_ids)}) if fill_ids else None
     )
+    filled = (
+        conn.execute(SELECT_FILLED_BY_ORDER, {"ids": sorted(fill_orders)}) if fill_orders else None
+    )
     positions = (
         conn.execute(SELECT_POSITIONS_FOR_UPDATE, {"symbols": sorted(symbols)}) if symbols else None
     )
@@ -483,12 +502,18 @@ def _read_state(
     # A placeholder's created_at can move to another date: the old date is touched too.
     stat_dates.update(daily_sums.utc_date(order.created_at) for order in stored.values())
     delta.stored = dict(stored)
+    versions = {
+        row["fill_id"]: fill_version_from_row(row)
+        for row in (stored_fills.fetchall() if stored_fills is not None else [])
+    }
     return Fold(
         stored,
         {row["symbol"]: position_from_row(row) for row in positions.fetchall()}
         if positions is not None
         else {},
-        {row["fill_id"] for row in stored_fills.fetchall()} if stored_fills is not None else set(),
+        set(versions),
+        fill_versions={k: v for k, v in versions.items() if v is not None},
+        filled={r["order_id"]: r["filled"] for r in filled.fetchall()} if filled else {},
     )
 
 

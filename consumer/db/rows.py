@@ -15,6 +15,7 @@ from typing import Any
 
 from consumer import accounting
 from consumer.events import FillEvent, OrderStatus, OrderType, Side
+from consumer.fold import FillVersion
 from consumer.orders import (
     OrderState,
 )
@@ -180,4 +181,20 @@ def trip_params(trips: Sequence[tuple[str, accounting.ClosedTrip]]) -> dict[str,
             "fills": [t.fills for _, t in trips],
             "reason": [t.reason for _, t in trips],
         }
+    )
+
+
+def fill_version_from_row(row: dict[str, Any]) -> FillVersion | None:
+    """What is stored of a fill (``SELECT_STORED_FILLS``); None if its side was not kept."""
+    if row["side"] not in ("BUY", "SELL"):
+        return None
+    return FillVersion(
+        order_id=row["order_id"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        quantity=row["quantity"],
+        price=row["price"],
+        fees_usdt=row["fees_usdt"] if row["fees_usdt"] is not None else Decimal(0),
+        fee_type=row["fee_type"],
+        filled_at=row["filled_at"],
     )

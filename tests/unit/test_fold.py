@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer import accounting
-from consumer.events import FillEvent, MarkEvent, OrderEvent, OrderStatus
-from consumer.fold import BatchResult, Fold
+from consumer.events import FillEvent, MarkEvent, OrderEvent, OrderStatus, Side
+from consumer.fold import BatchResult, FillVersion, Fold
 from consumer.orders import PLACEHOLDER_KEY
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 
@@ -173,3 +173,63 @@ def test_where_a_history_is_cut_into_steps_does_not_change_the_rows(events, cuts
     assert [r for _, r in cut_result.rejected] == [r for _, r in whole_result.rejected]
     assert cut_result.fills_duplicate == whole_result.fills_duplicate
     assert cut_result.closed_trips == whole_result.closed_trips
+
+
+def test_an_identical_redelivery_is_silent_a_conflicting_one_rejected_with_both_versions():
+    result = BatchResult()
+    first = fill("f1", "o1", 1, side="BUY")
+    Fold({}, {}, set()).apply(
+        [
+            entry(1, first),
+            entry(2, fill("f1", "o1", 1, side="BUY")),
+            entry(3, fill("f1", "o1", 1, price="101", side="BUY")),
+        ],
+        result,
+    )
+    assert result.fills_duplicate == 1
+    assert result.conflicts == 1
+    ((_, reason),) = result.rejected
+    assert reason.startswith("conflicts with stored fill 'f1': stored order 'o1' BUY 1 BTCUSDT")
+    assert "@ 100, fee 0, at 2026-01-01T00:00:01+00:00; received" in reason
+    assert reason.endswith("@ 101, fee 0, at 2026-01-01T00:00:01+00:00")
+
+
+def test_a_stored_fill_without_its_side_given_again_is_the_same_fill():
+    version = FillVersion.of(fill("f1", "o1", 1), Side.SELL)
+    result = BatchResult()
+    Fold({}, {}, {"f1"}, fill_versions={"f1": version}).apply(
+        [entry(1, fill("f1", "o1", 1))], result
+    )
+    assert result.fills_duplicate == 1
+    assert result.rejected == []
+
+
+def test_a_fill_past_its_order_quantity_is_rejected_and_moves_nothing():
+    result = BatchResult()
+    fold = Fold({}, {}, set(), filled={"o1": D("0.6")})
+    fold.apply([entry(1, order("o1", 0, symbol="BTCUSDT", side="BUY", quantity=D(1)))], result)
+    step = fold.apply([entry(2, fill("f2", "o1", 1, qty="0.6"))], result)
+    ((_, reason),) = result.rejected
+    assert reason == "fill 'f2' takes order 'o1' past its quantity: its fills would total 1.2 of 1"
+    assert step.fills == []
+    assert step.positions == []
+
+
+def test_a_real_order_smaller_than_its_fills_is_stored_as_sent_and_refuses_more_fills():
+    """The fills were valid when they came (the order was unknown) and stay applied; the order
+    then arrives with its own quantity, and from then on a further fill is an over-fill."""
+    result = BatchResult()
+    fold = Fold({}, {}, set())
+    fold.apply(
+        [
+            entry(1, fill("f1", "o1", 1, qty="0.6", side="BUY")),
+            entry(2, fill("f2", "o1", 2, qty="0.6", side="BUY")),
+            entry(3, order("o1", 0, symbol="BTCUSDT", side="BUY", quantity=D(1))),
+            entry(4, fill("f3", "o1", 3, qty="0.1", side="BUY")),
+        ],
+        result,
+    )
+    assert fold.orders["o1"].quantity == D(1)
+    assert fold.positions["BTCUSDT"].quantity == D("1.2")
+    ((_, reason),) = result.rejected
+    assert "its fills would total 1.3 of 1" in reason

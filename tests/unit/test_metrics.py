@@ -73,3 +73,33 @@ def test_the_worker_reports_batches_and_retries():
     assert "paper_consumer_batch_size_entries_count 1.0" in text
     assert "broken" not in text  # no entry content in labels
     assert metrics.liveness() == (True, "ok")
+
+
+def test_conflicting_fills_are_counted_by_stream():
+    client = fakeredis.FakeRedis(decode_responses=True)
+    settings = Settings(
+        database_url="postgresql://unused/db", redis_url="redis://unused", consumer_name="unit",
+        block_ms=10, batch_max_wait_ms=5,
+    )  # fmt: skip
+    stream = RedisStream(
+        "redis://unused",
+        streams=settings.streams(),
+        group=settings.group,
+        consumer="unit",
+        dlq_stream=settings.dlq_stream,
+        client=client,
+    )
+    metrics = Metrics()
+    fill = {"fill_id": "f1", "order_id": "o1", "symbol": "BTCUSDT", "side": "BUY",
+            "quantity": "1", "price": "100", "timestamp": "2026-01-01T00:00:00Z"}  # fmt: skip
+    client.xadd(settings.fills_stream, fill)
+    client.xadd(settings.fills_stream, fill)  # identical: a silent duplicate
+    client.xadd(settings.fills_stream, {**fill, "quantity": "2"})  # conflicting
+    assert Worker(settings, MemoryStore(), stream, metrics).run(until_idle=True) == 0
+    text = generate_latest(metrics.registry).decode()
+    fills = settings.fills_stream
+    assert f'paper_consumer_conflicting_fills_total{{stream="{fills}"}} 1.0' in text
+    assert (
+        f'paper_consumer_entries_total{{outcome="duplicate",stream="{fills}",type="fill"}} 1.0'
+        in text
+    )

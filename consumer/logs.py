@@ -2,7 +2,8 @@
 
 JSON lines when stderr is not a terminal (containers, CI, files), colourful key=value output on
 one. Everything logs through ``structlog.get_logger()``; tests capture events with
-``structlog.testing.capture_logs`` and assert on fields, never on formatted text. Every value written, tracebacks
+``structlog.testing.capture_logs`` and assert on fields, never on formatted text. psycopg's own
+loggers come through structlog too (``driver_logs.py``). Every value written, tracebacks
 included, is passed through ``redact.scrub`` last: no line carries a registered secret.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, TextIO
 import structlog
 
 from consumer import redact
+from consumer.driver_logs import route_driver_logs
 from consumer.settings import LogFormat
 
 _SECRET_KEYS = frozenset({"password", "dsn", "database_url", "redis_url", "secret", "token"})
@@ -59,6 +61,7 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    route_driver_logs()
 
 
 def _scrub_secrets(_: Any, __: str, event_dict: structlog.typing.EventDict) -> Any:

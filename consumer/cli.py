@@ -4,6 +4,11 @@ Each command is a small function taking the parsed arguments. Flags override env
 variables (see ``settings.py``); ``--help`` never shows a secret, because secrets are only read
 from the environment or files, never accepted or echoed as flag defaults. Signal handlers are
 installed here, in one place, and restored when ``run`` returns.
+
+Secrets never reach the output: a malformed ``DATABASE_URL``/``REDIS_URL`` (or ``replay
+--database-url``) is refused before anything connects (exit 2, naming the variable); the
+settings' secrets are registered with ``redact``, whose ``scrub`` every message, log line and
+traceback goes through (an unexpected exception is one scrubbed log event, never a raw traceback).
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from consumer import __version__, migrations
-from consumer.errors import PaperConsumerError, SchemaNotReadyError
+from consumer import __version__, migrations, redact
+from consumer.errors import ConfigError, PaperConsumerError, SchemaNotReadyError
 from consumer.logs import configure, get_logger
-from consumer.settings import Settings, redact_url
+from consumer.redact import redact_url
+from consumer.settings import Settings, check_database_url
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -298,6 +304,7 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             stats = publisher.publish(args.events, rate_per_s=args.rate)
     except RedisError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = redact.scrub(detail)
         print(f"paper-consumer: cannot publish to {redact_url(url)}: {detail}", file=sys.stderr)
         return EXIT_ERROR
     finally:
@@ -389,6 +396,13 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.source == "file" and args.file is None:
         print("paper-consumer: replay --source file needs --file PATH", file=sys.stderr)
         return EXIT_USAGE
+    if args.database_url is not None:
+        try:
+            check_database_url("--database-url", args.database_url)
+        except ConfigError as exc:
+            print(f"paper-consumer: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        redact.remember_url(args.database_url)
     summary = replay.replay(
         settings,
         replay.SourceSpec(kind=args.source, path=args.file, start=args.start, end=args.end),
@@ -599,21 +613,31 @@ def _print_lines(lines: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``paper-consumer`` script."""
+    redact.install_excepthooks()  # whatever escapes below is printed scrubbed
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
-    except ValidationError as exc:
-        # Pydantic's message names the variable and the problem, never a SecretStr value.
-        print(f"paper-consumer: invalid configuration: {exc}", file=sys.stderr)
+    except (ValidationError, ConfigError) as exc:
+        # Pydantic's message names the variable and the problem, never a SecretStr value; ours
+        # name the variable and never quote a URL. Scrubbed all the same.
+        print(f"paper-consumer: invalid configuration: {redact.scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    settings.register_secrets()
     configure(settings.log_format, settings.log_level)
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    log = get_logger(component="cli")
     try:
         return handler(args, settings)
     except PaperConsumerError as exc:
-        get_logger(component="cli").error("command_failed", command=args.command, error=str(exc))
-        print(f"paper-consumer: {exc}", file=sys.stderr)
+        message = redact.scrub(str(exc))
+        log.error("command_failed", command=args.command, error=message)
+        print(f"paper-consumer: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a driver error nobody translated: a log event, no raw traceback
+        message = redact.scrub(f"{type(exc).__name__}: {exc}".strip().splitlines()[0])
+        log.error("command_crashed", command=args.command, error=message, exc_info=exc)
+        print(f"paper-consumer: unexpected error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
 

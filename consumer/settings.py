@@ -5,54 +5,32 @@ Our own settings use the ``PAPER_`` prefix and name their units (``batch_max_wai
 already uses (``DATABASE_URL``/``REDIS_URL``, ``POSTGRES_HOST``/``PORT``/``DB``/``USER``/
 ``PASSWORD``, ``REDIS_HOST``/``PORT``/``PASSWORD``/``DB``, and ``*_PASSWORD_FILE`` for secrets
 mounted as files). Passwords are ``SecretStr`` so they never print; ``redact_url`` hides the one
-inside a URL before it reaches a log line or an error message.
+inside a URL before it reaches a log line or an error message (``consumer/redact.py``).
+
+``DATABASE_URL`` and ``REDIS_URL`` are checked when the settings are made: one that cannot be
+parsed, or that libpq and urllib would read differently (an unescaped ``@`` in the password), is
+a ``ConfigError`` naming the variable and never quoting the URL.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer import redact
 from consumer.errors import ConfigError
 
+redact_url = redact.redact_url  # where stream.py and older callers import it from
+
 LogFormat = Literal["auto", "json", "console"]
-
-
-_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to log).
-
-    Handles URLs (``scheme://user:pw@host/…``, and ``?password=`` in the query) and libpq
-    key/value strings (``host=… password=…``).
-    """
-    if "://" not in url:
-        return _CONNINFO_PASSWORD.sub(r"\1***", url)
-    masked = _QUERY_PASSWORD.sub(r"\1***", url)
-    try:
-        parts = urlsplit(masked)
-        password = parts.password
-    except ValueError:
-        return "<unparseable url>"
-    if password is None:
-        return masked
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _read_secret_file(path: str | None) -> SecretStr | None:
@@ -63,6 +41,65 @@ def _read_secret_file(path: str | None) -> SecretStr | None:
     except OSError as exc:
         # The path is not secret; its content is. Name the file, never what is inside.
         raise ConfigError(f"cannot read secret file {path!r}: {exc.strerror}") from None
+
+
+_IN_URI = re.compile(r'\s*in URI: ".*"$', re.DOTALL)
+_ESCAPES = (
+    "percent-encode them in the user name and password: "
+    "'@' as %40, '/' as %2F, '?' as %3F, '#' as %23"
+)
+
+
+def _check_user_info(variable: str, url: str) -> None:
+    """Refuse a URL that libpq and urllib would cut in different places: libpq ends the user
+    info at the FIRST '@' (an unescaped '@' in the password makes the rest of it a host name,
+    printed in the next error), urllib at the last."""
+    rest = url.split("://", 1)[1]
+    ats = rest.count("@")
+    if ats > 1:
+        raise ConfigError(f"{variable} has more than one '@' (one ends the user info); {_ESCAPES}")
+    if ats == 1 and any(mark in rest[: rest.index("@")] for mark in "/?#"):
+        raise ConfigError(f"{variable} has a '/', '?' or '#' before its '@'; {_ESCAPES}")
+
+
+def check_database_url(variable: str, url: str) -> None:
+    """``ConfigError`` (naming ``variable``, never quoting the URL) unless libpq can parse
+    ``url`` (a ``postgresql://`` URL or a ``key=value`` string) and reads it as urllib does."""
+    from psycopg import ProgrammingError  # noqa: PLC0415 - libpq's parser, only when needed
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    if "://" in url:
+        if url.split("://", 1)[0].lower() not in ("postgresql", "postgres"):
+            raise ConfigError(f"{variable} must be a postgresql:// URL or a libpq key=value string")
+        _check_user_info(variable, url)
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        reason = _IN_URI.sub("", redact.scrub(str(exc).strip(), url))  # libpq quotes it whole
+        raise ConfigError(f"{variable} is not a valid PostgreSQL URL: {reason}") from None
+
+
+def check_redis_url(variable: str, url: str) -> None:
+    """``ConfigError`` (naming ``variable``, never quoting the URL) unless ``url`` is a
+    ``redis://``, ``rediss://`` or ``unix://`` URL that parses, port included."""
+    if "://" not in url or url.split("://", 1)[0].lower() not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{variable} must be a redis://, rediss:// or unix:// URL")
+    _check_user_info(variable, url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        reason = redact.scrub(str(exc), url)
+        raise ConfigError(f"{variable} is not a valid Redis URL: {reason}") from None
+    try:
+        _ = parts.port
+    except ValueError:  # this one quotes the port, which may be a piece of a password
+        raise ConfigError(f"{variable} has a port that is not a number from 0 to 65535") from None
+
+
+def _variable(name: str) -> str:
+    """The variable a URL came from: ``name`` (which wins when both are set) or PAPER_<name>."""
+    prefixed = f"PAPER_{name}"
+    return prefixed if prefixed in os.environ and name not in os.environ else name
 
 
 class Settings(BaseSettings):
@@ -160,6 +197,24 @@ class Settings(BaseSettings):
         if self.redis_password is None:
             self.redis_password = _read_secret_file(self.redis_password_file)
         return self
+
+    @model_validator(mode="after")
+    def _urls_parse(self) -> Settings:
+        if self.database_url is not None:
+            check_database_url(_variable("DATABASE_URL"), self.database_url.get_secret_value())
+        if self.redis_url is not None:
+            check_redis_url(_variable("REDIS_URL"), self.redis_url.get_secret_value())
+        return self
+
+    def register_secrets(self) -> None:
+        """Tell ``redact`` every secret these settings hold (the URLs, the passwords), so that
+        no log line, message or traceback of this process can print one."""
+        for url in (self.database_url, self.redis_url):
+            if url is not None:
+                redact.remember_url(url.get_secret_value())
+        for password in (self.postgres_password, self.redis_password):
+            if password is not None:
+                redact.remember(password.get_secret_value())
 
     # --- Derived connection strings (contain secrets: never log them, use redact_url) -------
     def database_dsn(self) -> str:

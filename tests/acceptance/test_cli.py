@@ -93,6 +93,7 @@ def test_migrate_up_status_verify_down(empty_db_url):
         "005_incremental_stats.sql",
         "006_shard_leases.sql",
         "007_symbol_clocks.sql",
+        "008_fills_kept.sql",
     ]
     assert cli("migrate", "up", env=env).stdout.strip() == "already up to date"
 
@@ -106,6 +107,7 @@ def test_migrate_up_status_verify_down(empty_db_url):
         ["applied", "005_incremental_stats"],
         ["applied", "006_shard_leases"],
         ["applied", "007_symbol_clocks"],
+        ["applied", "008_fills_kept"],
     ]
 
     verify = cli("migrate", "verify", env=env)
@@ -118,9 +120,9 @@ def test_migrate_up_status_verify_down(empty_db_url):
 
     down = cli("migrate", "down", "--to", "0", env=env)
     assert down.returncode == 0, down.stderr
-    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 7
+    assert len(re.findall(r"^rolled back ", down.stdout, re.M)) == 8
     after = cli("migrate", "status", env=env)
-    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 7
+    assert [line.split()[0] for line in after.stdout.splitlines()] == ["pending"] * 8
     assert cli("migrate", "verify", env=env).returncode == 1
 
 

@@ -1,19 +1,23 @@
 """Least privilege: the worker runs as ``claire_user`` with only the grants it needs.
 
 A real worker batch goes through ``PostgresStore`` logged in as a member of claire_user (orders,
-fills, positions, stats, offsets, the ledger, what 004 adds, and 006's shard leases); then
-every kind of statement the runtime role must NOT be able to run is tried, and PostgreSQL must
-refuse it.
+fills, positions, stats, offsets, the ledger, what 004 adds, and 006's shard leases); so do a
+replay into an empty database and a prune (issue 22.2); then every kind of statement the runtime
+role must NOT be able to run is tried, and PostgreSQL must refuse it. After each tool ran, its
+fills must be out of the runtime role's reach: no DELETE (008 revoked it), no delete through the
+ON DELETE CASCADE of an order (008's trigger), no lock that would stop the worker.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from psycopg import errors, sql
 from pydantic import SecretStr
 
-from consumer import migrations
+from consumer import migrations, replay, retention
 from consumer.leases import ShardRunner
 from consumer.settings import Settings
 from consumer.shards import all_shard_streams, shard_key, shard_of
@@ -21,6 +25,32 @@ from tests.support.pipeline import publish, rows, run_until_idle
 from tests.support.roles import runtime_login
 
 PASSWORD = "rt-pw-not-a-real-one"  # noqa: S105 - a test password; trust auth ignores it
+
+
+# The ledger of fills: what the runtime role may read and append to, nothing else.
+FILLS_OUT_OF_REACH = [
+    "DELETE FROM paper_fills",
+    "DELETE FROM paper_fills WHERE fill_id = 'f1'",
+    # ON DELETE CASCADE runs as the table's owner: 008's trigger refuses it for claire_user
+    "DELETE FROM paper_orders WHERE order_id IN (SELECT order_id FROM paper_fills)",
+    "DELETE FROM paper_orders",
+    "LOCK TABLE paper_fills IN ACCESS EXCLUSIVE MODE",
+    "LOCK TABLE paper_fills IN EXCLUSIVE MODE",
+    "LOCK TABLE paper_fills IN SHARE MODE",
+    "SELECT * FROM paper_fills FOR UPDATE",
+    "UPDATE paper_fills SET quantity = quantity",
+    "TRUNCATE paper_fills",
+]
+
+
+def assert_fills_out_of_reach(runtime_url: str, db_url: str) -> None:
+    """Every statement of ``FILLS_OUT_OF_REACH`` fails for the runtime role; no fill moved."""
+    before = rows(db_url, "SELECT * FROM paper_fills ORDER BY fill_id")
+    assert before, "no fill to protect"
+    for statement in FILLS_OUT_OF_REACH:
+        with psycopg.connect(runtime_url) as conn, pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(statement)
+    assert rows(db_url, "SELECT * FROM paper_fills ORDER BY fill_id") == before
 
 
 @pytest.fixture
@@ -92,6 +122,70 @@ def test_the_worker_write_path_works_as_claire_user(
         conn.execute("SELECT get_paper_total_pnl(), get_paper_fill_rate('BTCUSDT', 7)")
         conn.execute("SELECT * FROM v_paper_active_positions, v_paper_daily_summary")
         conn.execute("SELECT * FROM v_paper_recent_orders")
+    assert_fills_out_of_reach(runtime_url, db_url)
+
+
+def test_a_replay_into_an_empty_database_works_as_claire_user(
+    runtime_url, db_url, settings: Settings, redis_client, stream_names
+):
+    """Replay writes with the worker's own statements; only --reset (TRUNCATE) needs the
+    owner."""
+    _publish_a_day_of_trading(redis_client, stream_names)
+
+    summary = replay.replay(settings, replay.SourceSpec(kind="redis"), target_dsn=runtime_url)
+
+    assert (summary.fill_events, summary.dead_lettered) == (2, 1)
+    assert rows(db_url, "SELECT fill_id FROM paper_fills ORDER BY 1") == [
+        {"fill_id": "f1"},
+        {"fill_id": "f2"},
+    ]
+    assert_fills_out_of_reach(runtime_url, db_url)
+    with pytest.raises(errors.InsufficientPrivilege):
+        replay.replay(settings, replay.SourceSpec(kind="redis"), target_dsn=runtime_url, reset=True)
+    assert len(rows(db_url, "SELECT fill_id FROM paper_fills")) == 2
+
+
+def test_prune_works_as_claire_user_and_keeps_every_fill(runtime_url, db_url):
+    old = datetime.now(UTC) - timedelta(days=100)
+    with psycopg.connect(db_url, autocommit=True) as conn:  # the owner writes old history
+        for order_id, status in (("o-dead", "CANCELLED"), ("o-filled", "CANCELLED")):
+            conn.execute(
+                "INSERT INTO paper_orders (order_id, symbol, side, quantity, status, created_at)"
+                " VALUES (%s, 'BTCUSDT', 'BUY', 2, %s, %s)",
+                (order_id, status, old),
+            )
+        conn.execute(
+            "INSERT INTO paper_fills (fill_id, order_id, symbol, quantity, price, filled_at)"
+            " VALUES ('f1', 'o-filled', 'BTCUSDT', 1, 100, %s)",
+            (old,),
+        )
+        conn.execute(
+            "INSERT INTO paper_pnl_snapshots (snapshot_time, snapshot_type, total_pnl_usdt,"
+            " realized_pnl_usdt, unrealized_pnl_usdt) VALUES (%s, 'HOURLY', 0, 0, 0)",
+            (old,),
+        )
+
+    done = retention.prune(runtime_url, datetime.now(UTC) - timedelta(days=90))
+
+    assert done.rows == {"hourly_snapshots": 1, "orders_without_fills": 1, "snapshot_parts": 0}
+    assert rows(db_url, "SELECT order_id FROM paper_orders") == [{"order_id": "o-filled"}]
+    assert_fills_out_of_reach(runtime_url, db_url)
+
+
+def test_the_owner_still_deletes_fills_and_cascades(db_url):
+    """008 refuses only the runtime role: the owner's own cleanup still works."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO paper_orders (order_id, symbol, side, quantity, status)"
+            " VALUES ('o1', 'BTCUSDT', 'BUY', 1, 'FILLED'), ('o2', 'BTCUSDT', 'BUY', 1, 'FILLED')"
+        )
+        conn.execute(
+            "INSERT INTO paper_fills (fill_id, order_id, symbol, quantity, price)"
+            " VALUES ('f1', 'o1', 'BTCUSDT', 1, 100), ('f2', 'o2', 'BTCUSDT', 1, 100)"
+        )
+        conn.execute("DELETE FROM paper_orders WHERE order_id = 'o1'")
+        conn.execute("DELETE FROM paper_fills WHERE fill_id = 'f2'")
+    assert rows(db_url, "SELECT fill_id FROM paper_fills") == []
 
 
 DENIED = [
@@ -131,6 +225,11 @@ DENIED = [
     "DELETE FROM paper_round_trips",
     "DELETE FROM paper_fill_pnl",
     "UPDATE paper_fills SET price = 1",
+    "DELETE FROM paper_fills",  # 008: fills are the ledger (prune never deleted any)
+    "LOCK TABLE paper_fills IN ACCESS EXCLUSIVE MODE",
+    "LOCK TABLE paper_event_ledger IN ACCESS EXCLUSIVE MODE",
+    "LOCK TABLE paper_round_trips IN ACCESS EXCLUSIVE MODE",
+    "LOCK TABLE paper_fill_pnl IN ACCESS EXCLUSIVE MODE",
     "UPDATE paper_event_ledger SET fields = '{}'",
     "UPDATE paper_round_trips SET symbol = 'EVIL'",
     # it recomputes snapshot values (007) but cannot move a snapshot or relabel it

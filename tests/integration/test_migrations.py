@@ -47,7 +47,7 @@ def test_status_lists_applied_and_pending(empty_db_url):
     migrations.upgrade(empty_db_url, to=1)
     current = migrations.status(empty_db_url)
     assert [a.version for a in current.applied] == [1]
-    assert [m.version for m in current.pending] == [2, 3, 4, 5, 6, 7]
+    assert [m.version for m in current.pending] == [2, 3, 4, 5, 6, 7, 8]
     with pytest.raises(SchemaNotReadyError, match=r"002_core_tables\.sql"):
         migrations.verify(empty_db_url)
 
@@ -57,7 +57,7 @@ def test_down_to_zero_leaves_nothing_and_up_works_again(empty_db_url):
     migrations.upgrade(empty_db_url)
     assert len(_public_objects(empty_db_url)) > 20
     rolled = migrations.downgrade(empty_db_url, to=0)
-    assert [m.version for m in rolled] == [7, 6, 5, 4, 3, 2, 1]
+    assert [m.version for m in rolled] == [8, 7, 6, 5, 4, 3, 2, 1]
     assert _public_objects(empty_db_url) == before
     migrations.upgrade(empty_db_url)
     migrations.verify(empty_db_url)
@@ -113,8 +113,8 @@ def test_concurrent_upgrades_apply_each_migration_once(empty_db_url):
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sorted(results, key=len) == [[], [], [], [1, 2, 3, 4, 5, 6, 7]]
-    assert [v for v, _ in _ledger(empty_db_url)] == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(results, key=len) == [[], [], [], [1, 2, 3, 4, 5, 6, 7, 8]]
+    assert [v for v, _ in _ledger(empty_db_url)] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_unreachable_database_gives_a_clear_error_without_password():
@@ -165,3 +165,26 @@ def test_007_back_fills_symbol_clocks_and_never_recomputes_old_rows(empty_db_url
     migrations.downgrade(empty_db_url, to=6)
     with psycopg.connect(empty_db_url) as conn:
         assert conn.execute("SELECT event_time FROM paper_pnl_clock").fetchone() == (clock,)
+
+
+def _fills_guard(dsn: str) -> tuple[bool, list[str]]:
+    with psycopg.connect(dsn) as conn:
+        (may_delete,) = conn.execute(
+            "SELECT has_table_privilege('claire_user', 'paper_fills', 'DELETE')"
+        ).fetchone()
+        triggers = conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'paper_fills'::regclass "
+            "AND NOT tgisinternal"
+        ).fetchall()
+    return may_delete, [name for (name,) in triggers]
+
+
+def test_008_takes_fills_out_of_the_runtime_roles_reach_and_rolls_back(empty_db_url):
+    migrations.upgrade(empty_db_url, to=7)
+    assert _fills_guard(empty_db_url) == (True, [])
+    migrations.upgrade(empty_db_url)
+    assert _fills_guard(empty_db_url) == (False, ["paper_fills_kept"])
+    migrations.downgrade(empty_db_url, to=7)
+    assert _fills_guard(empty_db_url) == (True, [])
+    migrations.upgrade(empty_db_url)
+    assert _fills_guard(empty_db_url) == (False, ["paper_fills_kept"])

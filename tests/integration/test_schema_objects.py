@@ -291,7 +291,7 @@ GRANTS = {
     "paper_consumer_offsets": {"SELECT", "INSERT", "UPDATE"},
     "paper_event_ledger": {"SELECT", "INSERT"},
     "paper_orders": {"SELECT", "INSERT", "UPDATE", "DELETE"},
-    "paper_fills": {"SELECT", "INSERT", "DELETE"},
+    "paper_fills": {"SELECT", "INSERT"},  # no DELETE since 008: the ledger is kept
     "paper_positions": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     "paper_pnl_snapshots": {"SELECT", "INSERT", "DELETE"},
     "paper_trading_stats": {"SELECT", "INSERT", "UPDATE"},
@@ -442,6 +442,7 @@ def test_functions_are_stable_sql_with_their_signatures(conn):
             "sql",
         ),
         ("get_paper_total_pnl", "", "numeric", "s", "sql"),
+        ("paper_fills_refuse_runtime_delete", "", "trigger", "v", "plpgsql"),  # 008
     ]
 
 

@@ -50,12 +50,13 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any, Literal, TextIO
+from typing import IO, Any, Literal, Protocol, TextIO
 
 import orjson
 
 from consumer import db, events, migrations, stream
 from consumer.errors import ReplaySourceError
+from consumer.fold import BatchResult
 from consumer.logs import get_logger
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
@@ -63,6 +64,8 @@ from consumer.shards import shard_settings
 from consumer.worker import dialect_options, entry_order, parse_raw, stream_kinds
 
 Source = Literal["redis", "file", "ledger"]
+Engine = Literal["batches", "bulk"]
+ENGINES: tuple[Engine, ...] = ("batches", "bulk")
 
 DEFAULT_CHUNK_SIZE = 10_000
 PROGRESS_LOG_INTERVAL_S = 5.0
@@ -478,9 +481,15 @@ def replay(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress_out: TextIO | None = None,
     wrap_source: Callable[[Iterator[RawEntry]], Iterator[RawEntry]] | None = None,
+    engine: Engine = "batches",
 ) -> ReplaySummary:
     """Rebuild the paper tables of ``target_dsn`` (default: the configured database) from
-    ``spec``; see the module docstring. ``wrap_source`` lets tests interpose on the entries."""
+    ``spec``; see the module docstring. ``wrap_source`` lets tests interpose on the entries.
+    ``engine``: ``batches`` (the live batch writer per chunk) or ``bulk`` (one in-memory fold,
+    COPY of the final rows, statistics and snapshots in SQL: ``db/bulk.py``; opt-in until it
+    has proved identical)."""
+    if engine not in ENGINES:
+        raise ValueError(f"replay engine {engine!r}: choose one of {', '.join(ENGINES)}")
     dsn = target_dsn or settings.database_dsn()
     migrations.verify(dsn)
     summary = ReplaySummary(source=spec.kind if spec.kind != "file" else f"file:{spec.path}")
@@ -493,10 +502,19 @@ def replay(
         if wrap_source is not None:
             entries = wrap_source(entries)
         progress = Progress(total, out=progress_out)
-        log.info("replay_started", source=summary.source, total=total, reset=reset)
+        log.info("replay_started", source=summary.source, total=total, reset=reset, engine=engine)
         started = time.perf_counter()
+        writer: Writer = target
+        bulk: db.BulkWriter | None = None
+        if engine == "bulk":
+            bulk = db.BulkWriter(
+                target.connection, group=settings.group, start_balance=settings.start_balance_usdt
+            )
+            writer = bulk
         with fewer_collections():
-            _run(settings, entries, target, summary, progress, chunk_size=chunk_size)
+            _run(settings, entries, writer, summary, progress, chunk_size=chunk_size)
+            if bulk is not None:
+                bulk.finish()
         target.commit()
         summary.seconds = time.perf_counter() - started
         progress.finish()
@@ -544,10 +562,16 @@ def fewer_collections() -> Iterator[None]:
             gc.unfreeze()
 
 
+class Writer(Protocol):
+    """What ``_run`` writes chunks to: ``db.ReplayTarget`` (batches) or ``db.BulkWriter``."""
+
+    def write(self, items: Sequence[ParsedEntry]) -> list[BatchResult]: ...
+
+
 def _run(
     settings: Settings,
     entries: Iterator[RawEntry],
-    target: db.ReplayTarget,
+    target: Writer,
     summary: ReplaySummary,
     progress: Progress,
     *,
@@ -585,7 +609,7 @@ def _invalid(summary: ReplaySummary, entry: RawEntry, reason: str) -> None:
 
 
 def _flush(
-    target: db.ReplayTarget,
+    target: Writer,
     chunk: list[ParsedEntry],
     summary: ReplaySummary,
     progress: Progress,
@@ -607,6 +631,8 @@ def _flush(
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "ENGINES",
+    "Engine",
     "ExportSummary",
     "Progress",
     "ReplaySummary",

@@ -27,6 +27,7 @@ PostgreSQL refuses fails the whole bulk replay, which rolls back. Memory grows w
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -128,7 +129,8 @@ class BulkWriter:
         self._fills: list[tuple[Any, ...]] = []
         self._fill_pnl: list[tuple[Any, ...]] = []
         self._trips: list[tuple[Any, ...]] = []
-        self._offsets: dict[str, tuple[tuple[int, int], str, int]] = {}
+        self._offsets: dict[str, int] = {}
+        self._last_ids: dict[str, str] = {}
         self._any = False
 
     def write(self, items: Sequence[ParsedEntry]) -> list[BatchResult]:
@@ -201,16 +203,19 @@ class BulkWriter:
             )
 
     def _count_offsets(self, items: Sequence[ParsedEntry]) -> None:
-        """Per stream: the last entry id and the entries past the previous last one."""
+        """Per stream: the last entry id and how many entries. Every source gives a stream's
+        entries in id order, so each chunk's last entry of a stream is its newest, and all of
+        a chunk's entries lie past the previous chunk's: what ``ADVANCE_OFFSETS`` counts."""
         offsets = self._offsets
-        for item in items:
-            key = item.key
-            sort_key = key.sort_key
-            seen = offsets.get(key.stream)
-            if seen is None:
-                offsets[key.stream] = (sort_key, key.entry_id, 1)
-            elif sort_key > seen[0]:
-                offsets[key.stream] = (sort_key, key.entry_id, seen[2] + 1)
+        counts = Counter(item.key.stream for item in items)
+        for stream, count in counts.items():
+            offsets[stream] = offsets.get(stream, 0) + count
+        last: dict[str, str] = {}
+        for item in reversed(items):
+            last.setdefault(item.key.stream, item.key.entry_id)
+            if len(last) == len(counts):
+                break
+        self._last_ids.update(last)
 
     def finish(self) -> None:
         """COPY every row, then derive snapshots and statistics in SQL (module doc)."""
@@ -255,8 +260,8 @@ class BulkWriter:
             {
                 "group": self._group,
                 "stream": streams,
-                "last_id": [self._offsets[s][1] for s in streams],
-                "entries": [self._offsets[s][2] for s in streams],
+                "last_id": [self._last_ids[s] for s in streams],
+                "entries": [self._offsets[s] for s in streams],
             },
         )
 

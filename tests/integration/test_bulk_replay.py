@@ -9,20 +9,29 @@ ids and ingestion timestamps aside.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 
 from consumer import replay
 from consumer.bulk_fold import BulkBook, PartRow
+from consumer.db import bulk as bulk_engine
 from consumer.db.replay_target import REPLAY_TABLES
+from consumer.errors import ReplayRefusedError
 from consumer.publisher import Publisher
+from consumer.records import RawEntry
 from consumer.settings import Settings
 from tests.support.bot import request, result
-from tests.support.pipeline import publish, rows
+from tests.support.pipeline import clean_environ, publish, rows
 
+REPO = Path(__file__).resolve().parents[2]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 START = datetime(2099, 3, 1, 14, 58, tzinfo=UTC)
 
@@ -98,23 +107,26 @@ def history(settings: Settings, redis_client: redis.Redis) -> Settings:
     return settings
 
 
-def _replay_both(settings: Settings, make_database: Any) -> tuple[str, str]:
+def _replay_both(
+    settings: Settings, make_database: Any, *, bulk_chunk: int = 173
+) -> tuple[str, str]:
     batches, bulk = make_database(), make_database()
     one = replay.replay(
         settings, replay.SourceSpec("redis"), target_dsn=batches, chunk_size=173, engine="batches"
     )
     other = replay.replay(
-        settings, replay.SourceSpec("redis"), target_dsn=bulk, chunk_size=173, engine="bulk"
+        settings, replay.SourceSpec("redis"), target_dsn=bulk, chunk_size=bulk_chunk, engine="bulk"
     )
     assert other.describe().split(" seconds=")[0] == one.describe().split(" seconds=")[0]
     assert other.rejected == one.rejected
     return batches, bulk
 
 
+@pytest.mark.parametrize("bulk_chunk", [173, replay.DEFAULT_CHUNK_SIZE])
 def test_the_bulk_engine_rebuilds_every_table_as_the_batches_engine(
-    history: Settings, make_database: Any
+    history: Settings, make_database: Any, bulk_chunk: int
 ):
-    batches, bulk = _replay_both(history, make_database)
+    batches, bulk = _replay_both(history, make_database, bulk_chunk=bulk_chunk)
     expected = _tables(batches)
     # The history exercises what the comparison is for.
     assert len(expected["paper_trading_stats"]) >= 2
@@ -150,3 +162,62 @@ def test_bulk_on_an_empty_history_writes_nothing(settings: Settings, make_databa
     summary = replay.replay(settings, replay.SourceSpec("redis"), target_dsn=target, engine="bulk")
     assert summary.entries == 0
     assert all(not rows for rows in _tables(target).values())
+
+
+def test_an_interrupted_bulk_replay_leaves_the_previous_state_and_reset_rebuilds(
+    history: Settings, make_database: Any, monkeypatch: pytest.MonkeyPatch
+):
+    batches = make_database()
+    replay.replay(history, replay.SourceSpec("redis"), target_dsn=batches, engine="batches")
+    expected = _tables(batches)
+
+    def breaks_late(entries: Iterator[RawEntry]) -> Iterator[RawEntry]:
+        yield from entries
+        raise RuntimeError("source lost at the end")
+
+    with pytest.raises(RuntimeError, match="at the end"):
+        replay.replay(
+            history, replay.SourceSpec("redis"), target_dsn=batches, reset=True, engine="bulk",
+            wrap_source=breaks_late,
+        )  # fmt: skip
+    assert _tables(batches) == expected
+    # Failing in its last statement, after every COPY: rolled back too.
+    with monkeypatch.context() as patched:
+        patched.setattr(bulk_engine, "INSERT_OFFSETS", "SELECT 1 / 0")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            replay.replay(
+                history, replay.SourceSpec("redis"), target_dsn=batches, reset=True, engine="bulk"
+            )
+    assert _tables(batches) == expected
+    with pytest.raises(ReplayRefusedError, match="--reset"):
+        replay.replay(history, replay.SourceSpec("redis"), target_dsn=batches, engine="bulk")
+    replay.replay(
+        history, replay.SourceSpec("redis"), target_dsn=batches, reset=True, engine="bulk"
+    )
+    assert _tables(batches) == expected
+
+
+def test_the_cli_takes_the_engine(history: Settings, make_database: Any):
+    batches, bulk = make_database(), make_database()
+    replay.replay(history, replay.SourceSpec("redis"), target_dsn=batches, engine="batches")
+    env = {
+        **clean_environ(),
+        "REDIS_URL": history.redis_dsn(),
+        "PAPER_ORDERS_STREAM": history.orders_stream,
+        "PAPER_FILLS_STREAM": history.fills_stream,
+        "PAPER_MARKS_STREAM": history.marks_stream or "",
+        "PAPER_DLQ_STREAM": history.dlq_stream,
+        "DATABASE_URL": bulk,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "replay", "--engine", "bulk"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _tables(bulk) == _tables(batches)
+    wrong = subprocess.run(
+        [sys.executable, "-m", "consumer", "replay", "--engine", "fast"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert wrong.returncode != 0
+    assert "--engine" in wrong.stderr

@@ -16,7 +16,8 @@ lock, empty check or reset, one commit):
    creates the clock row and every crossed snapshot row (``CREATE_SNAPSHOT_ROWS``, source
    ``event_time``) and computes them all at once (``REFRESH_SNAPSHOTS``: a row's value is
    derived from the parts and the final state, never added up, so one refresh at the end equals
-   the batches engine's repeated ones); ``paper_stats_sums`` from ``RECOMPUTE_STATS_SUMS``,
+   the batches engine's repeated ones); ``paper_stats_sums`` from ``RECOMPUTE_STATS_SUMS`` (and
+   a row of zeros for a touched date left without terms),
    ``paper_trading_stats`` from ``REAGGREGATE_STATS`` over every touched date and
    ``REFRESH_CUMULATIVE_PNL``; the offsets as ``ADVANCE_OFFSETS`` leaves them.
 
@@ -97,6 +98,14 @@ SELECT r.*, now() FROM ("""
     + """) AS r
 """
 )
+
+# A date the batches engine touched whose terms all cancelled out (an order whose created_at
+# moved to another date in a later chunk) keeps a row of zeros there: so here.
+INSERT_ZERO_STATS_SUMS = """
+INSERT INTO paper_stats_sums (stat_date, updated_at)
+SELECT d, now() FROM unnest(%(dates)s::date[]) AS d
+ON CONFLICT (stat_date) DO NOTHING
+"""
 
 INSERT_OFFSETS = """
 INSERT INTO paper_consumer_offsets (stream_name, group_name, last_entry_id, entries_committed,
@@ -252,6 +261,7 @@ class BulkWriter:
         conn.execute(INSERT_STATS_SUMS)
         dates = sorted(self._book.stat_dates)
         if dates:
+            conn.execute(INSERT_ZERO_STATS_SUMS, {"dates": dates})
             conn.execute(REAGGREGATE_STATS, {"dates": dates})
             conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
         streams = sorted(self._offsets)

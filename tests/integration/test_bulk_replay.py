@@ -221,3 +221,28 @@ def test_the_cli_takes_the_engine(history: Settings, make_database: Any):
     )  # fmt: skip
     assert wrong.returncode != 0
     assert "--engine" in wrong.stderr
+
+
+def test_a_date_left_without_activity_keeps_its_zero_sums_row(
+    settings: Settings, redis_client: redis.Redis, make_database: Any
+):
+    """A bot result (no fill) stamped after midnight makes its row on that date; its request,
+    stamped before midnight and read in a later chunk, moves the row's created_at back. The
+    batches engine leaves a stats row of zeros on that date (it touched it): so must bulk."""
+    after = int(datetime(2099, 3, 2, 0, 5, tzinfo=UTC).timestamp())
+    before = int(datetime(2099, 3, 1, 23, 55, tzinfo=UTC).timestamp())
+    # Explicit ids: the result first (entries of one millisecond would put orders first).
+    redis_client.xadd(
+        settings.fills_stream,
+        result("MOCK_9", client_id="BTCUSDT-9", filled="0", status="REJECTED", ts=after),
+        id="1000-0",
+    )
+    redis_client.xadd(settings.orders_stream, request("BTCUSDT-9", ts=before), id="2000-0")
+    batches, bulk = make_database(), make_database()
+    for target, engine in ((batches, "batches"), (bulk, "bulk")):
+        replay.replay(
+            settings, replay.SourceSpec("redis"), target_dsn=target, chunk_size=1, engine=engine
+        )
+    expected = _tables(batches)
+    assert [r["total_orders"] for r in expected["paper_trading_stats"]] == ["1", "0"]
+    assert _tables(bulk) == expected

@@ -13,6 +13,12 @@ the live worker's logic, only without a consumer group:
 - ``_write``'s results do not depend on batch boundaries (see ``fold.py``), so one global pass
   in stream order equals the worker's many batches.
 
+That is the default engine, ``batches``. ``--engine bulk`` (opt-in until it has proved
+identical, tests/integration/test_bulk_replay.py) folds the whole history into one ``Fold`` in
+memory, COPYs the final rows and derives snapshots and statistics set-based in SQL, in the same
+transaction (``db/bulk.py``); a row PostgreSQL refuses fails the whole bulk replay instead of
+being set aside.
+
 Invalid entries are counted and listed (log events ``replay_entry_invalid`` and the summary), never
 written to Redis: a replay has no side effects outside the target database.
 

@@ -1,10 +1,11 @@
 """Replay speed against the raw COPY rate of the same rows (issue 4: target ratio >= 0.6).
 
-    python bench/replay.py [--events 100000] [--chunk-size 5000] [--profile]
+    python bench/replay.py [--events 100000] [--chunk-size 5000] [--engine bulk] [--profile]
 
 1. publishes N synthetic events (``consumer.publisher.Publisher``, fixed seed) into fresh streams;
 2. exports them to a .jsonl.gz archive (``replay.export``);
-3. replays the archive into an empty migrated database (``replay.replay``, one transaction);
+3. replays the archive into an empty migrated database (``replay.replay``, one transaction,
+   ``--engine batches`` (default) or ``bulk``);
 4. copies every paper-table row that replay produced (orders, fills, positions, fill P&L,
    round trips, statistics, snapshots: ``_common.COPIED``, as ``bench/throughput.py`` does)
    into another empty migrated database (indexes and constraints in place) with COPY FROM
@@ -46,6 +47,7 @@ def main() -> int:
     parser.add_argument("--chunk-size", type=int, default=replay.DEFAULT_CHUNK_SIZE)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--engine", choices=replay.ENGINES, default="batches")
     args = parser.parse_args()
     configure("json", "warning")
 
@@ -63,7 +65,7 @@ def main() -> int:
                 profiler.start()
             cpu_started = time.process_time()
             summary = replay.replay(
-                settings, spec, target_dsn=replay_db, chunk_size=args.chunk_size
+                settings, spec, target_dsn=replay_db, chunk_size=args.chunk_size, engine=args.engine
             )
             cpu_s = time.process_time() - cpu_started
             if args.profile:
@@ -71,7 +73,7 @@ def main() -> int:
                 out = Path(__file__).with_name("replay-profile.txt")
                 out.write_text(profiler.output_text(unicode=False, color=False))
                 print(f"profile written to {out}")
-        print(summary.describe())
+        print(f"engine={args.engine} {summary.describe()}")
 
         seed_db = s.database("copyseed", template)
         seed_s, _ = copy_ceiling(replay_db, seed_db, {t: COPIED[t] for t in SEED_TABLES})

@@ -372,6 +372,13 @@ def _add_replay_and_export(commands: Any) -> None:
     replay.add_argument(
         "--chunk-size", type=int, default=None, help="entries per write inside the transaction"
     )
+    replay.add_argument(
+        "--engine",
+        choices=["batches", "bulk"],
+        default="batches",
+        help="batches: the live batch writer per chunk (default); bulk: fold the whole history "
+        "in memory, COPY the final rows, statistics and snapshots in SQL (opt-in)",
+    )
     export = commands.add_parser(
         "export", help="stream a range of the streams to a JSON Lines archive (.gz: gzip)"
     )
@@ -409,6 +416,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         target_dsn=args.database_url,
         reset=args.reset,
         chunk_size=args.chunk_size or replay.DEFAULT_CHUNK_SIZE,
+        engine=args.engine,
     )
     shown = 20
     for stream, entry_id, reason in [*summary.invalid, *summary.rejected][:shown]:

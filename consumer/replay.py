@@ -13,6 +13,12 @@ the live worker's logic, only without a consumer group:
 - the fold's results do not depend on batch boundaries (see ``fold.py``), so one global pass
   in stream order equals the worker's many batches.
 
+That is the default engine, ``batches``. ``--engine bulk`` (opt-in until it has proved
+identical, tests/integration/test_bulk_replay.py) folds the whole history into one ``Fold`` in
+memory, COPYs the final rows and derives snapshots and statistics set-based in SQL, in the same
+transaction (``db/bulk.py``); a row PostgreSQL refuses fails the whole bulk replay instead of
+being set aside.
+
 Invalid entries are counted and listed (log events ``replay_entry_invalid`` and the summary), never
 written to Redis: a replay has no side effects outside the target database.
 
@@ -50,12 +56,13 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any, Literal, TextIO
+from typing import IO, Any, Literal, Protocol, TextIO
 
 import orjson
 
 from consumer import db, events, migrations, stream
 from consumer.errors import ReplaySourceError
+from consumer.fold import BatchResult
 from consumer.logs import get_logger
 from consumer.merge import entry_order
 from consumer.parse import Rejection, parse
@@ -65,6 +72,8 @@ from consumer.shards import shard_settings
 from consumer.worker import dialect_options, stream_kinds
 
 Source = Literal["redis", "file", "ledger"]
+Engine = Literal["batches", "bulk"]
+ENGINES: tuple[Engine, ...] = ("batches", "bulk")
 
 DEFAULT_CHUNK_SIZE = 10_000
 PROGRESS_LOG_INTERVAL_S = 5.0
@@ -480,9 +489,15 @@ def replay(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress_out: TextIO | None = None,
     wrap_source: Callable[[Iterator[RawEntry]], Iterator[RawEntry]] | None = None,
+    engine: Engine = "batches",
 ) -> ReplaySummary:
     """Rebuild the paper tables of ``target_dsn`` (default: the configured database) from
-    ``spec``; see the module docstring. ``wrap_source`` lets tests interpose on the entries."""
+    ``spec``; see the module docstring. ``wrap_source`` lets tests interpose on the entries.
+    ``engine``: ``batches`` (the live batch writer per chunk) or ``bulk`` (one in-memory fold,
+    COPY of the final rows, statistics and snapshots in SQL: ``db/bulk.py``; opt-in until it
+    has proved identical)."""
+    if engine not in ENGINES:
+        raise ValueError(f"replay engine {engine!r}: choose one of {', '.join(ENGINES)}")
     dsn = target_dsn or settings.database_dsn()
     migrations.verify(dsn)
     summary = ReplaySummary(source=spec.kind if spec.kind != "file" else f"file:{spec.path}")
@@ -495,10 +510,19 @@ def replay(
         if wrap_source is not None:
             entries = wrap_source(entries)
         progress = Progress(total, out=progress_out)
-        log.info("replay_started", source=summary.source, total=total, reset=reset)
+        log.info("replay_started", source=summary.source, total=total, reset=reset, engine=engine)
         started = time.perf_counter()
+        writer: Writer = target
+        bulk: db.BulkWriter | None = None
+        if engine == "bulk":
+            bulk = db.BulkWriter(
+                target.connection, group=settings.group, start_balance=settings.start_balance_usdt
+            )
+            writer = bulk
         with fewer_collections():
-            _run(settings, entries, target, summary, progress, chunk_size=chunk_size)
+            _run(settings, entries, writer, summary, progress, chunk_size=chunk_size)
+            if bulk is not None:
+                bulk.finish()
         target.commit()
         summary.seconds = time.perf_counter() - started
         progress.finish()
@@ -546,10 +570,16 @@ def fewer_collections() -> Iterator[None]:
             gc.unfreeze()
 
 
+class Writer(Protocol):
+    """What ``_run`` writes chunks to: ``db.ReplayTarget`` (batches) or ``db.BulkWriter``."""
+
+    def write(self, items: Sequence[ParsedEntry]) -> list[BatchResult]: ...
+
+
 def _run(
     settings: Settings,
     entries: Iterator[RawEntry],
-    target: db.ReplayTarget,
+    target: Writer,
     summary: ReplaySummary,
     progress: Progress,
     *,
@@ -588,7 +618,7 @@ def _invalid(summary: ReplaySummary, entry: RawEntry, reason: str) -> None:
 
 
 def _flush(
-    target: db.ReplayTarget,
+    target: Writer,
     chunk: list[ParsedEntry],
     summary: ReplaySummary,
     progress: Progress,
@@ -610,6 +640,8 @@ def _flush(
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "ENGINES",
+    "Engine",
     "ExportSummary",
     "Progress",
     "ReplaySummary",

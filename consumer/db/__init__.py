@@ -9,6 +9,7 @@ One module per concern, each holding the SQL it runs as named constants:
 - ``stats``: the incremental daily statistics step of a batch (and the reference queries);
 - ``pnl_snapshots``: per-symbol clocks, snapshot parts and the HOURLY/DAILY/MANUAL rows;
 - ``replay_target``: the database a replay rebuilds (one transaction, presence lock);
+- ``bulk``: the bulk replay engine (one in-memory fold, COPY, statistics and snapshots in SQL);
 - ``ledger``: reading the event ledger back;
 - ``leases``: shard leases and their fence inside the batch transaction;
 - ``reads``: the read side of ``status`` and ``snapshot``; ``report_queries``: ``report``'s;
@@ -19,12 +20,14 @@ The accounting itself (orders, fills, positions, round trips) is decided by the 
 """
 
 from consumer.db.batch import PostgresStore
+from consumer.db.bulk import BulkWriter
 from consumer.db.leases import Fence, LeaseStore, check_fence, read_leases
 from consumer.db.ledger import count_ledger, read_ledger
 from consumer.db.reads import read_status
 from consumer.db.replay_target import ReplayTarget
 
 __all__ = [
+    "BulkWriter",
     "Fence",
     "LeaseStore",
     "PostgresStore",

@@ -2,8 +2,9 @@
 
 What a replay rebuilds (``REPLAY_TABLES``), the refusal when a live worker is connected or the
 tables hold rows (unless ``--reset``, which TRUNCATEs them in the same transaction), and the
-chunk writer, which runs the live batch writer's ``write_rows`` under a savepoint and splits a
-chunk PostgreSQL refuses exactly as the worker splits a batch.
+chunk writer of the batches engine, which runs the live batch writer's ``write_rows`` under a
+savepoint and splits a chunk PostgreSQL refuses exactly as the worker splits a batch. The bulk
+engine (``db/bulk.py``) shares the same connection and transaction (``connection``).
 """
 
 from __future__ import annotations
@@ -145,6 +146,13 @@ class ReplayTarget:
             )
         if self._reset:
             conn.execute(RESET_REPLAY_TABLES)
+
+    @property
+    def connection(self) -> psycopg.Connection[dict[str, Any]]:
+        """The replay transaction's connection (for the bulk engine, ``db/bulk.py``)."""
+        if self._conn is None:
+            raise RuntimeError("ReplayTarget.connection before open()")
+        return self._conn
 
     def write(self, items: Sequence[ParsedEntry]) -> list[BatchResult]:
         """Apply one chunk (in stream order) inside the replay transaction."""

@@ -1,0 +1,314 @@
+"""The bulk replay engine (``replay --engine bulk``): fold the whole history in memory, then
+COPY the final rows and derive statistics and snapshots set-based in SQL.
+
+The batches engine (``ReplayTarget.write``) runs the live batch writer chunk by chunk: every
+chunk reads its rows back, upserts orders and positions, and recomputes snapshots and
+statistics incrementally. Here, inside the same replay transaction (``ReplayTarget``: presence
+lock, empty check or reset, one commit):
+
+1. ``write(chunk)`` cuts each chunk at snapshot boundaries (``snapshots.plan_by_symbol``) with
+   the symbol clocks kept in memory, computes each part from running per-symbol aggregates
+   (``bulk_fold.BulkBook``, exactly what ``_SYMBOL_STATE`` reads from the tables) and folds the
+   segments into ONE ``Fold`` over the whole history; the new fills, their P&L and the round
+   trips they close are kept as rows;
+2. ``finish()`` COPYs orders (their final state) first, because ``paper_fills.order_id``
+   references them, then fills, fill P&L, round trips, positions, parts and symbol clocks; then
+   creates the clock row and every crossed snapshot row (``CREATE_SNAPSHOT_ROWS``, source
+   ``event_time``) and computes them all at once (``REFRESH_SNAPSHOTS``: a row's value is
+   derived from the parts and the final state, never added up, so one refresh at the end equals
+   the batches engine's repeated ones); ``paper_stats_sums`` from ``RECOMPUTE_STATS_SUMS`` (and
+   a row of zeros for a touched date left without terms),
+   ``paper_trading_stats`` from ``REAGGREGATE_STATS`` over every touched date and
+   ``REFRESH_CUMULATIVE_PNL``; the offsets as ``ADVANCE_OFFSETS`` leaves them.
+
+Not handled (the batches engine splits a chunk PostgreSQL refuses and rejects the entry): a row
+PostgreSQL refuses fails the whole bulk replay, which rolls back. Memory grows with the history
+(every order and fill row until the end).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from consumer import accounting, snapshots
+from consumer.bulk_fold import BulkBook, PartRow, first_per_key
+from consumer.db.pnl_snapshots import (
+    CREATE_SNAPSHOT_ROWS,
+    ENSURE_CLOCK_ROW,
+    REFRESH_SNAPSHOTS,
+    SELECT_CLOCK_FOR_UPDATE,
+)
+from consumer.db.rows import ORDER_COLUMNS, dumps
+from consumer.db.stats import REAGGREGATE_STATS, RECOMPUTE_STATS_SUMS, REFRESH_CUMULATIVE_PNL
+from consumer.fold import BatchResult, Fold, FoldStep
+from consumer.orders import OrderState
+from consumer.records import ParsedEntry
+
+COPY_ORDERS = """
+COPY paper_orders (order_id, client_id, symbol, side, order_type, quantity, price,
+                   filled_quantity, filled_price, status, slippage_pct, fees_usdt, fee_type,
+                   created_at, submitted_at, filled_at, rejection_reason, error_message,
+                   metadata) FROM STDIN
+"""
+
+COPY_FILLS = """
+COPY paper_fills (fill_id, order_id, symbol, quantity, price, fees_usdt, fee_type, filled_at,
+                  metadata) FROM STDIN
+"""
+
+COPY_FILL_PNL = """
+COPY paper_fill_pnl (fill_id, symbol, filled_at, realized_pnl_usdt, position_quantity)
+FROM STDIN
+"""
+
+COPY_ROUND_TRIPS = """
+COPY paper_round_trips (closing_fill_id, symbol, direction, opened_at, closed_at, quantity,
+                        max_quantity, entry_avg_price, exit_avg_price, realized_pnl_usdt,
+                        fees_usdt, fills, close_reason) FROM STDIN
+"""
+
+COPY_POSITIONS = """
+COPY paper_positions (symbol, quantity, avg_entry_price, current_price, unrealized_pnl_usdt,
+                      realized_pnl_usdt, cost_basis_usdt, market_value_usdt, entry_trades,
+                      exit_trades, opened_at, closed_at, metadata) FROM STDIN
+"""
+
+COPY_PARTS = """
+COPY paper_pnl_snapshot_parts (symbol, after_time, until_time, has_position, realized,
+                               unrealized, trades, winning, losing, volume, fees) FROM STDIN
+"""
+
+COPY_SYMBOL_CLOCKS = "COPY paper_symbol_clocks (symbol, event_time) FROM STDIN"
+
+# paper_stats_sums as the incremental step leaves it: the from-scratch sums of every date.
+INSERT_STATS_SUMS = (
+    """
+INSERT INTO paper_stats_sums (
+    stat_date, total_orders, filled_orders, partial_fills, rejected_orders,
+    cancelled_orders, slippage_n, slippage_sum, fee_pct_n, fee_pct_sum, latency_n,
+    latency_sum_ms, volume_usdt, fees_usdt, realized_pnl_usdt, updated_at)
+SELECT r.*, now() FROM ("""
+    + RECOMPUTE_STATS_SUMS
+    + """) AS r
+"""
+)
+
+# A date the batches engine touched whose terms all cancelled out (an order whose created_at
+# moved to another date in a later chunk) keeps a row of zeros there: so here.
+INSERT_ZERO_STATS_SUMS = """
+INSERT INTO paper_stats_sums (stat_date, updated_at)
+SELECT d, now() FROM unnest(%(dates)s::date[]) AS d
+ON CONFLICT (stat_date) DO NOTHING
+"""
+
+INSERT_OFFSETS = """
+INSERT INTO paper_consumer_offsets (stream_name, group_name, last_entry_id, entries_committed,
+                                    updated_at)
+SELECT o.stream_name, %(group)s, o.last_entry_id, o.entries, now()
+FROM unnest(%(stream)s::varchar[], %(last_id)s::varchar[], %(entries)s::bigint[])
+     AS o(stream_name, last_entry_id, entries)
+"""
+
+
+class BulkWriter:
+    """Folds chunks in memory (``write``) and writes every table at the end (``finish``) on
+    ``conn``, inside the caller's transaction (see the module doc)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        *,
+        group: str,
+        start_balance: Decimal | None = None,
+    ) -> None:
+        self._conn = conn
+        self._group = group
+        self._start_balance = start_balance
+        self._fold = Fold({}, {}, set())
+        self._book = BulkBook()
+        self._clocks: dict[str, datetime] = {}
+        self._boundaries: set[snapshots.Boundary] = set()
+        self._parts: list[PartRow] = []
+        self._fills: list[tuple[Any, ...]] = []
+        self._fill_pnl: list[tuple[Any, ...]] = []
+        self._trips: list[tuple[Any, ...]] = []
+        self._offsets: dict[str, int] = {}
+        self._last_ids: dict[str, str] = {}
+        self._any = False
+
+    def write(self, items: Sequence[ParsedEntry]) -> list[BatchResult]:
+        """Fold one chunk (in stream order) in; nothing is sent to the database yet."""
+        if not items:
+            return []
+        self._any = True
+        result = BatchResult()
+        plan = snapshots.plan_by_symbol(
+            [(i, i.event.symbol, i.event.timestamp) for i in items], self._clocks
+        )
+        self._clocks.update(plan.clocks)
+        self._boundaries.update(plan.boundaries)
+        fold, book = self._fold, self._book
+        for segment in plan.segments:
+            for part in segment.parts_before:
+                self._parts.append(book.part(part.symbol, part.after, part.until, fold.positions))
+            if segment.items:
+                step = fold.apply(segment.items, result)
+                result.orders_written += len(step.orders)
+                result.fills_inserted += len(step.fills)
+                result.positions_written += len(step.positions)
+                book.add_step(step)
+                self._keep(step)
+        self._count_offsets(items)
+        return [result]
+
+    def _keep(self, step: FoldStep) -> None:
+        for _, fill, side in step.fills:
+            self._fills.append(
+                (
+                    fill.fill_id,
+                    fill.order_id,
+                    fill.symbol,
+                    fill.quantity,
+                    fill.price,
+                    fill.fees_usdt,
+                    fill.fee_type.value if fill.fee_type else None,
+                    fill.timestamp,
+                    dumps({**fill.metadata, "side": side.value}),
+                )
+            )
+        for fill, outcome in step.fill_effects:
+            self._fill_pnl.append(
+                (
+                    fill.fill_id,
+                    fill.symbol,
+                    fill.timestamp,
+                    outcome.realized_delta,
+                    outcome.position.quantity,
+                )
+            )
+        for fill_id, trip in step.trips:
+            self._trips.append(
+                (
+                    fill_id,
+                    trip.symbol,
+                    trip.direction,
+                    trip.opened_at,
+                    trip.closed_at,
+                    trip.quantity,
+                    trip.max_quantity,
+                    trip.entry_avg_price,
+                    trip.exit_avg_price,
+                    trip.realized_pnl,
+                    trip.fees,
+                    trip.fills,
+                    trip.reason,
+                )
+            )
+
+    def _count_offsets(self, items: Sequence[ParsedEntry]) -> None:
+        """Per stream: the last entry id and how many entries. Every source gives a stream's
+        entries in id order, so each chunk's last entry of a stream is its newest, and all of
+        a chunk's entries lie past the previous chunk's: what ``ADVANCE_OFFSETS`` counts."""
+        offsets = self._offsets
+        counts = Counter(item.key.stream for item in items)
+        for stream, count in counts.items():
+            offsets[stream] = offsets.get(stream, 0) + count
+        last: dict[str, str] = {}
+        for item in reversed(items):
+            last.setdefault(item.key.stream, item.key.entry_id)
+            if len(last) == len(counts):
+                break
+        self._last_ids.update(last)
+
+    def finish(self) -> None:
+        """COPY every row, then derive snapshots and statistics in SQL (module doc)."""
+        if not self._any:
+            return
+        conn = self._conn
+        fold = self._fold
+        orders = sorted(fold.orders.values(), key=lambda o: o.order_id)
+        _copy(conn, COPY_ORDERS, (_order_row(o) for o in orders))
+        _copy(conn, COPY_FILLS, _first_per_id(self._fills))
+        _copy(conn, COPY_FILL_PNL, _first_per_id(self._fill_pnl))
+        _copy(conn, COPY_ROUND_TRIPS, _first_per_id(self._trips))
+        positions = [fold.positions[s] for s in sorted(fold.positions)]
+        _copy(conn, COPY_POSITIONS, (_position_row(p) for p in positions))
+        _copy(conn, COPY_PARTS, (p.values() for p in first_per_key(self._parts)))
+        _copy(conn, COPY_SYMBOL_CLOCKS, sorted(self._clocks.items()))
+        conn.execute(ENSURE_CLOCK_ROW)
+        clock = conn.execute(SELECT_CLOCK_FOR_UPDATE).fetchone()
+        parts_since = clock["parts_since"] if clock else None
+        if self._boundaries:
+            boundaries = sorted(self._boundaries, key=lambda b: (b[0], b[1] == "DAILY"))
+            created = conn.execute(
+                CREATE_SNAPSHOT_ROWS,
+                {
+                    "time": [b[0] for b in boundaries],
+                    "type": [b[1] for b in boundaries],
+                    "parts_since": parts_since,
+                    "source": "event_time",
+                },
+            ).fetchall()
+            ids = [r["snapshot_id"] for r in created]
+            if ids:
+                conn.execute(REFRESH_SNAPSHOTS, {"ids": ids, "start_balance": self._start_balance})
+        conn.execute(INSERT_STATS_SUMS)
+        dates = sorted(self._book.stat_dates)
+        if dates:
+            conn.execute(INSERT_ZERO_STATS_SUMS, {"dates": dates})
+            conn.execute(REAGGREGATE_STATS, {"dates": dates})
+            conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
+        streams = sorted(self._offsets)
+        conn.execute(
+            INSERT_OFFSETS,
+            {
+                "group": self._group,
+                "stream": streams,
+                "last_id": [self._last_ids[s] for s in streams],
+                "entries": [self._offsets[s] for s in streams],
+            },
+        )
+
+
+def _copy(
+    conn: psycopg.Connection[dict[str, Any]], statement: str, rows: Iterable[Sequence[Any]]
+) -> None:
+    with conn.cursor().copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _first_per_id(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows keyed by their first column, the first of each kept (``ON CONFLICT DO NOTHING``)."""
+    seen: set[Any] = set()
+    kept = []
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            kept.append(row)
+    return kept
+
+
+def _order_row(order: OrderState) -> tuple[Any, ...]:
+    """As ``rows.order_params`` sends an order (enums by value, metadata or NULL)."""
+    values = [getattr(order, name) for name in ORDER_COLUMNS]
+    return (
+        *(v.value if hasattr(v, "value") else v for v in values),
+        dumps(order.metadata) if order.metadata else None,
+    )
+
+
+def _position_row(position: accounting.Position) -> tuple[Any, ...]:
+    row = position.to_row()
+    return (
+        row["symbol"], row["quantity"], row["avg_entry_price"], row["current_price"],
+        row["unrealized_pnl_usdt"], row["realized_pnl_usdt"], row["cost_basis_usdt"],
+        row["market_value_usdt"], row["entry_trades"], row["exit_trades"], row["opened_at"],
+        row["closed_at"], dumps(row["metadata"]),
+    )  # fmt: skip

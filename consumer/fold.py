@@ -62,8 +62,9 @@ _ZERO = Decimal(0)
 
 @dataclass(frozen=True, slots=True)
 class FillVersion:
-    """The values of a fill that make it that fill (amounts at the columns' 8 places), to tell
-    a redelivery from another fill reusing its id."""
+    """The values of a fill that make it that fill, to tell a redelivery from another fill
+    reusing its id (amounts compare by value: the parser already rounds them to the columns'
+    8 places, as PostgreSQL stores them)."""
 
     order_id: str
     symbol: str
@@ -80,9 +81,9 @@ class FillVersion:
             event.order_id,
             event.symbol,
             side,
-            accounting.q8(event.quantity),
-            accounting.q8(event.price),
-            accounting.q8(event.fees_usdt),
+            event.quantity,
+            event.price,
+            event.fees_usdt,
             event.fee_type.value if event.fee_type else None,
             event.timestamp,
         )
@@ -185,6 +186,7 @@ class Fold:
         self._dirty_symbols: set[str] = set()  # positions moved since the last step
         self._fills = stored_fills  # stored, and applied by an earlier step
         self._versions = fill_versions if fill_versions is not None else {}
+        self._applied: dict[str, tuple[FillEvent, Side]] = {}
         self._filled = filled if filled is not None else {}
 
     @property
@@ -273,7 +275,7 @@ class Fold:
             result.fills_duplicate += 1
             return
         self._fills.add(event.fill_id)
-        self._versions[event.fill_id] = FillVersion.of(event, side)
+        self._applied[event.fill_id] = (event, side)  # its FillVersion only if ever needed
         self._filled[event.order_id] = self._filled.get(event.order_id, _ZERO) + event.quantity
         step.fills.append((item, event, side))
         position = self.positions.get(event.symbol) or accounting.new_position(event.symbol)
@@ -289,6 +291,8 @@ class Fold:
     ) -> None:
         """A fill whose id was applied before: silent if it is the same fill, else rejected."""
         known = self._versions.get(event.fill_id)
+        if known is None and event.fill_id in self._applied:
+            known = FillVersion.of(*self._applied[event.fill_id])
         side = event.side or (known.side if known is not None else None)
         if known is None or side is None or FillVersion.of(event, side) == known:
             result.fills_duplicate += 1

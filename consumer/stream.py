@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from consumer.errors import ConfigError, RedisUnavailableError
-from consumer.records import EntryKey, RawEntry
+from consumer.records import EntryKey, RawEntry, decode_fields, restore_bytes
 from consumer.settings import Settings, redact_url
 
 DEAD_LETTER_META = ("source_stream", "source_id", "error", "deliveries")
@@ -121,15 +121,19 @@ def _text(value: Any) -> str:
 
 
 def _entries(stream: str, raw: Sequence[Any], deliveries: int = 1) -> list[RawEntry]:
-    """Entries as text. Bytes that are not UTF-8 become U+FFFD: the entry is kept and
-    validated like any other, never dropped here."""
+    """Entries as text. An entry with a field that is not UTF-8 is kept, with its bytes as lone
+    surrogates and ``not_utf8`` saying which (``records.decode_fields``): never decoded
+    lossily, never dropped here; the worker dead-letters it with that reason."""
     out = []
     for entry_id, fields in raw:
-        try:  # the common case, in C: UTF-8 bytes (a strict decode that succeeds equals ours)
+        key = EntryKey(stream, _text(entry_id))
+        try:  # the common case, in C: every field strictly UTF-8
             text = {k.decode(): v.decode() for k, v in (fields or {}).items()}
         except (UnicodeDecodeError, AttributeError):
-            text = {_text(k): _text(v) for k, v in (fields or {}).items()}
-        out.append(RawEntry(EntryKey(stream, _text(entry_id)), text, deliveries))
+            text, not_utf8 = decode_fields(fields or {})
+            out.append(RawEntry(key, text, deliveries, not_utf8))
+            continue
+        out.append(RawEntry(key, text, deliveries))
     return out
 
 
@@ -296,7 +300,9 @@ class RedisStream:
             )
             for row in rows:
                 counts[EntryKey(stream, _text(row["message_id"]))] = int(row["times_delivered"])
-        return [RawEntry(e.key, e.fields, counts.get(e.key, e.deliveries)) for e in entries]
+        return [
+            RawEntry(e.key, e.fields, counts.get(e.key, e.deliveries), e.not_utf8) for e in entries
+        ]
 
     def claim_stale(self, *, min_idle_ms: int, count: int) -> Claimed:
         """Make ours up to ``count`` entries per stream that *other* consumers left pending
@@ -528,16 +534,21 @@ class RedisStream:
         return length, letters
 
 
-def dead_letter_fields(entry: RawEntry, reason: str) -> dict[str, str]:
-    """The dead-letter entry: where it came from, why, and every original field."""
-    fields = {
+def dead_letter_fields(entry: RawEntry, reason: str) -> dict[str | bytes, str | bytes]:
+    """The dead-letter entry: where it came from, why, and every original field (an entry that
+    was not UTF-8 with its original bytes: ``reason`` shows them escaped)."""
+    fields: dict[str | bytes, str | bytes] = {
         "source_stream": entry.key.stream,
         "source_id": entry.key.entry_id,
         "error": reason[:ERROR_FIELD_MAX],
         "deliveries": str(entry.deliveries),
     }
     for name, value in entry.fields.items():
-        fields[f"orig.{name}" if name in DEAD_LETTER_META else name] = value
+        key = f"orig.{name}" if name in DEAD_LETTER_META else name
+        if entry.not_utf8 is None:
+            fields[key] = value
+        else:  # redis-py encodes str strictly: give it the bytes the entry was read from
+            fields[restore_bytes(key)] = restore_bytes(value)
     return fields
 
 

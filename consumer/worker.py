@@ -528,6 +528,8 @@ class Worker:
                 "trimmed from the stream (MAXLEN) while pending, before it was committed: "
                 "its fields are gone (replay it from an archive or the ledger if it mattered)"
             )
+        if entry.not_utf8 is not None:
+            return entry.not_utf8
         if entry.deliveries > self.settings.max_deliveries:
             return (
                 f"delivered {entry.deliveries} times without being committed "

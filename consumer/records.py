@@ -121,6 +121,28 @@ def restore_bytes(text: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """One stream and the consumer group on it, as Redis (>= 7) tells in one MULTI of XINFO
+    STREAM and XINFO GROUPS: the stream's ``length``, ``entries_added`` (ever), ``first_id``
+    (None: empty), ``last_id`` (last-generated-id) and ``max_deleted_id``; the group's
+    ``last_delivered_id``, ``entries_read`` and ``lag`` (None where Redis cannot count them;
+    Redis 6.2 has none of these counters: None, and ``max_deleted_id`` 0-0).
+    ``exists``/``group``: whether the stream / our group is there at all."""
+
+    stream: str
+    exists: bool = False
+    length: int = 0
+    entries_added: int | None = None
+    first_id: str | None = None
+    last_id: str = "0-0"
+    max_deleted_id: str = "0-0"
+    group: bool = False
+    last_delivered_id: str = "0-0"
+    entries_read: int | None = None
+    lag: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedEntry:
     """An entry that passed validation, with the event it carries."""
 

@@ -39,7 +39,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from consumer.errors import ConfigError, RedisUnavailableError
-from consumer.records import EntryKey, RawEntry, decode_fields, restore_bytes
+from consumer.records import (
+    EntryKey,
+    RawEntry,
+    StreamPosition,
+    decode_fields,
+    parse_entry_id,
+    restore_bytes,
+)
 from consumer.settings import Settings, redact_url
 
 DEAD_LETTER_META = ("source_stream", "source_id", "error", "deliveries")
@@ -120,6 +127,14 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _reply_map(reply: Any) -> dict[str, Any]:
+    """An XINFO reply as a dict with text keys: redis-py parses it into one, except in a Redis
+    Cluster MULTI, which hands the flat list of pairs over as it came."""
+    if isinstance(reply, dict):
+        return {_text(k): v for k, v in reply.items()}
+    return {_text(k): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
 def _entries(stream: str, raw: Sequence[Any], deliveries: int = 1) -> list[RawEntry]:
     """Entries as text. An entry with a field that is not UTF-8 is kept, with its bytes as lone
     surrogates and ``not_utf8`` saying which (``records.decode_fields``): never decoded
@@ -162,6 +177,7 @@ class RedisStream:
         self._socket_timeout_s = socket_timeout_s
         self.cluster = cluster
         self._conn: Client | None = client  # connected on first use (``_client``)
+        self._created: list[StreamPosition] = []
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -212,7 +228,9 @@ class RedisStream:
 
     def ensure_groups(self) -> None:
         """Create the consumer group on every stream (and the stream) when missing. On a
-        cluster, first refuse streams that one XREADGROUP/MULTI could not address together."""
+        cluster, first refuse streams that one XREADGROUP/MULTI could not address together.
+        Each group created is noted with the stream's position just after (``groups_created``):
+        a group that was there before and is gone is a sign of lost data (``losses.py``)."""
         if self.cluster:
             check_cluster_layout([[*self.streams, self.dlq_stream]])
         with _translated(self._url):
@@ -222,6 +240,13 @@ class RedisStream:
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
+                else:
+                    self._created.append(self._position(stream))
+
+    def groups_created(self) -> list[StreamPosition]:
+        """The positions noted by ``ensure_groups`` since the last call (then forgotten)."""
+        created, self._created = self._created, []
+        return created
 
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None when it cannot be read (CONFIG is commonly
@@ -266,7 +291,8 @@ class RedisStream:
                     block=None if history else block_ms,
                 )
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP, or (a read blocked on it) UNBLOCKED "the stream key no longer exists"
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     raise
                 # The stream or the group was deleted under us: recreate and read again later.
                 self.ensure_groups()
@@ -481,9 +507,11 @@ class RedisStream:
         exists), ``lag``, ``pending``, ``last_delivered_id`` and ``consumers`` (``name``,
         ``pending``, ``idle_ms``), from XINFO STREAM/GROUPS/CONSUMERS.
 
-        ``lag`` is XINFO GROUPS' own (Redis >= 7). Where Redis cannot give it (Redis < 7, or 7
-        after deletions it cannot count past) it is 0 when the group has been delivered the
-        stream's last entry, else None (unknown, never guessed).
+        ``lag`` is 0 when the group has been delivered the stream's last entry (or the stream
+        is empty), the stream's length when it starts after the last entry delivered, else
+        XINFO GROUPS' own (Redis >= 7) or, where Redis cannot give it (Redis < 7, or 7 after
+        deletions it cannot count past), None (unknown, never guessed). Redis's own lag keeps
+        counting entries trimmed before the group read them, for good (``losses.py``).
         """
         states: list[dict[str, Any]] = []
         with _translated(self._url):
@@ -506,18 +534,56 @@ class RedisStream:
                 group = mine[0]
                 state["group"] = True
                 state["pending"] = int(group["pending"])
-                state["last_delivered_id"] = _text(group["last-delivered-id"])
+                delivered = state["last_delivered_id"] = _text(group["last-delivered-id"])
+                first = info.get("first-entry")
                 lag = group.get("lag")
-                if lag is not None:
-                    state["lag"] = int(lag)
-                elif state["last_delivered_id"] == state["last_id"] or state["length"] == 0:
+                if delivered == state["last_id"] or state["length"] == 0:
                     state["lag"] = 0
+                elif first and parse_entry_id(_text(first[0])) > parse_entry_id(delivered):
+                    state["lag"] = state["length"]
+                elif lag is not None:
+                    state["lag"] = int(lag)
                 consumers: Any = self._client.xinfo_consumers(stream, self.group)
                 state["consumers"] = [
                     {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": c["idle"]}
                     for c in consumers
                 ]
         return states
+
+    def positions(self) -> list[StreamPosition]:
+        """Every stream's ``StreamPosition`` (two XINFO per stream in one MULTI, so the
+        stream's counters and the group's agree; read-only, never creates anything)."""
+        with _translated(self._url):
+            return [self._position(stream) for stream in self.streams]
+
+    def _position(self, stream: str) -> StreamPosition:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xinfo_stream(stream)
+        pipe.xinfo_groups(stream)
+        raw_info, groups = pipe.execute(raise_on_error=False)
+        if isinstance(raw_info, ResponseError):  # no such stream
+            return StreamPosition(stream)
+        if isinstance(groups, ResponseError):
+            raise groups
+        info = _reply_map(raw_info)
+        first, added = info.get("first-entry"), info.get("entries-added")
+        where: dict[str, Any] = {
+            "length": int(info["length"]),
+            "entries_added": None if added is None else int(added),
+            "first_id": _text(first[0]) if first else None,
+            "last_id": _text(info["last-generated-id"]),
+            "max_deleted_id": _text(info.get("max-deleted-entry-id") or "0-0"),
+        }
+        for group in map(_reply_map, groups):
+            if _text(group.get("name")) == self.group:
+                read, lag = group.get("entries-read"), group.get("lag")
+                return StreamPosition(
+                    stream, True, **where, group=True,
+                    last_delivered_id=_text(group["last-delivered-id"]),
+                    entries_read=None if read is None else int(read),
+                    lag=None if lag is None else int(lag),
+                )  # fmt: skip
+        return StreamPosition(stream, True, **where)
 
     def dead_letters(self, newest: int = 3) -> tuple[int, list[dict[str, str]]]:
         """The dead-letter stream's length and its ``newest`` entries (newest first), each

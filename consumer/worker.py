@@ -34,6 +34,7 @@ from consumer.errors import (
     RejectedByDatabaseError,
 )
 from consumer.logs import get_logger
+from consumer.losses import LossWatch, read_committed
 from consumer.observer import Observer
 from consumer.records import EntryKey, ParsedEntry, RawEntry
 from consumer.settings import Settings
@@ -175,6 +176,13 @@ class Worker:
         self._kinds = stream_kinds(settings)
         self._dialect = dialect_options(settings)
         self.log = get_logger(component="worker", consumer=settings.consumer_name)
+        self.losses = LossWatch(
+            stream,
+            committed=lambda: read_committed(settings.database_dsn(), settings.group),
+            period_s=settings.metrics_refresh_s,
+            observer=self.observer,
+            log=self.log,
+        )
 
     # -- control --------------------------------------------------------------------------------
 
@@ -198,6 +206,7 @@ class Worker:
         """Consume until ``stop()`` (or, with ``until_idle``, until the streams are drained)."""
         self._retry("redis", self.stream.ensure_groups)
         self._check_eviction_policy()
+        self.losses.check()  # entries lost in Redis while no worker read (losses.py)
         self.log.info(
             "worker_started",
             streams=self.stream.streams,
@@ -208,6 +217,7 @@ class Worker:
         try:
             while not self.stopping:
                 self.observer.heartbeat()
+                self.losses.check_if_due()
                 had_work = self._step()
                 if until_idle and not had_work and self._drained():
                     break

@@ -16,6 +16,10 @@ daemon thread, never per entry.
 Labels are configuration (stream names) or closed sets (type, outcome, server): never entry ids,
 reasons or any free text.
 
+Entries Redis lost before the group read them (``losses.py``) count in
+``stream_gaps_total{stream}`` (each gap once) and ``stream_entries_lost_total{stream}`` (the
+entries, where Redis can count them).
+
 Lag on Redis < 7: ``XINFO GROUPS`` has no ``lag`` there, so ``RedisStream.group_state`` reports 0
 when the group was delivered the stream's last entry and None otherwise; None leaves the gauge
 at NaN (unknown) rather than a guess.
@@ -171,6 +175,21 @@ class Metrics(Observer):
             namespace=NAMESPACE,
             registry=r,
         )
+        self.stream_gaps = Counter(
+            "stream_gaps",
+            "Gaps found in a stream: entries trimmed, deleted, or gone with the stream or the "
+            "group before the group read them",
+            ["stream"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.stream_entries_lost = Counter(
+            "stream_entries_lost",
+            "Entries known lost in those gaps (a gap Redis cannot count adds nothing)",
+            ["stream"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.up = Gauge(
             "server_up",
             "1 when the server answered the last call or probe, else 0",
@@ -235,6 +254,10 @@ class Metrics(Observer):
             self._servers[server] = available
         self.up.labels(server).set(1 if available else 0)
         self._update_ready()
+
+    def stream_data_lost(self, stream: str, lost: int | None) -> None:
+        self.stream_gaps.labels(stream).inc()
+        self.stream_entries_lost.labels(stream).inc(lost or 0)
 
     # -- health -----------------------------------------------------------------------------------
 

@@ -49,3 +49,7 @@ class Observer:
 
     def server_state(self, server: Server, *, available: bool) -> None:
         """``server`` became unreachable (``available=False``) or reachable again."""
+
+    def stream_data_lost(self, stream: str, lost: int | None) -> None:
+        """Entries of ``stream`` were removed in Redis before the group read them (once per
+        gap; ``lost``: how many, None when Redis cannot tell; see ``losses.py``)."""

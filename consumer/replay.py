@@ -66,7 +66,7 @@ from consumer.fold import BatchResult
 from consumer.logs import get_logger
 from consumer.merge import entry_order
 from consumer.parse import Rejection, parse
-from consumer.records import EntryKey, ParsedEntry, RawEntry
+from consumer.records import EntryKey, ParsedEntry, RawEntry, not_text
 from consumer.settings import Settings
 from consumer.shards import shard_settings
 from consumer.worker import dialect_options, stream_kinds
@@ -196,7 +196,12 @@ def _archive_line(path: Path, number: int, line: str) -> RawEntry:
         raise ReplaySourceError(
             f'{path}:{number}: expected {{"stream": str, "id": "MS-SEQ", "fields": {{str: str}}}}'
         )
-    return RawEntry(EntryKey(record["stream"], record["id"]), fields)
+    key = EntryKey(record["stream"], record["id"])
+    # Lone surrogates (bytes that were not UTF-8, which ``export`` writes as \udcXX escapes)
+    # can only come from an escape, and orjson refuses them: look only then.
+    if "\\ud" in line or "\\uD" in line:
+        return RawEntry(key, fields, not_utf8=not_text(fields))
+    return RawEntry(key, fields)
 
 
 def file_entries(
@@ -303,7 +308,9 @@ def export(
                     handle.write(
                         json.dumps(
                             {**record, "fields": entry.fields},
-                            ensure_ascii=False,
+                            # Bytes that were not UTF-8 (lone surrogates) as \udcXX escapes:
+                            # the reader gives them back, and replay dead-letters the entry.
+                            ensure_ascii=entry.not_utf8 is not None,
                             separators=(",", ":"),
                         )
                     )
@@ -590,6 +597,9 @@ def _run(
     chunk: list[ParsedEntry] = []
     for entry in entries:
         summary.entries += 1
+        if entry.not_utf8 is not None:  # as the worker's poison check
+            _invalid(summary, entry, entry.not_utf8)
+            continue
         event = parse(
             kinds.get(entry.key.stream, "order"), entry.fields, entry.key.entry_id, options
         )

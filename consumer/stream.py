@@ -39,7 +39,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from consumer.errors import ConfigError, RedisUnavailableError
-from consumer.records import EntryKey, RawEntry
+from consumer.records import (
+    EntryKey,
+    RawEntry,
+    StreamPosition,
+    decode_fields,
+    parse_entry_id,
+    restore_bytes,
+)
 from consumer.settings import Settings, redact_url
 
 DEAD_LETTER_META = ("source_stream", "source_id", "error", "deliveries")
@@ -120,16 +127,28 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _reply_map(reply: Any) -> dict[str, Any]:
+    """An XINFO reply as a dict with text keys: redis-py parses it into one, except in a Redis
+    Cluster MULTI, which hands the flat list of pairs over as it came."""
+    if isinstance(reply, dict):
+        return {_text(k): v for k, v in reply.items()}
+    return {_text(k): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
 def _entries(stream: str, raw: Sequence[Any], deliveries: int = 1) -> list[RawEntry]:
-    """Entries as text. Bytes that are not UTF-8 become U+FFFD: the entry is kept and
-    validated like any other, never dropped here."""
+    """Entries as text. An entry with a field that is not UTF-8 is kept, with its bytes as lone
+    surrogates and ``not_utf8`` saying which (``records.decode_fields``): never decoded
+    lossily, never dropped here; the worker dead-letters it with that reason."""
     out = []
     for entry_id, fields in raw:
-        try:  # the common case, in C: UTF-8 bytes (a strict decode that succeeds equals ours)
+        key = EntryKey(stream, _text(entry_id))
+        try:  # the common case, in C: every field strictly UTF-8
             text = {k.decode(): v.decode() for k, v in (fields or {}).items()}
         except (UnicodeDecodeError, AttributeError):
-            text = {_text(k): _text(v) for k, v in (fields or {}).items()}
-        out.append(RawEntry(EntryKey(stream, _text(entry_id)), text, deliveries))
+            text, not_utf8 = decode_fields(fields or {})
+            out.append(RawEntry(key, text, deliveries, not_utf8))
+            continue
+        out.append(RawEntry(key, text, deliveries))
     return out
 
 
@@ -158,6 +177,7 @@ class RedisStream:
         self._socket_timeout_s = socket_timeout_s
         self.cluster = cluster
         self._conn: Client | None = client  # connected on first use (``_client``)
+        self._created: list[StreamPosition] = []
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -208,7 +228,9 @@ class RedisStream:
 
     def ensure_groups(self) -> None:
         """Create the consumer group on every stream (and the stream) when missing. On a
-        cluster, first refuse streams that one XREADGROUP/MULTI could not address together."""
+        cluster, first refuse streams that one XREADGROUP/MULTI could not address together.
+        Each group created is noted with the stream's position just after (``groups_created``):
+        a group that was there before and is gone is a sign of lost data (``losses.py``)."""
         if self.cluster:
             check_cluster_layout([[*self.streams, self.dlq_stream]])
         with _translated(self._url):
@@ -218,6 +240,13 @@ class RedisStream:
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
+                else:
+                    self._created.append(self._position(stream))
+
+    def groups_created(self) -> list[StreamPosition]:
+        """The positions noted by ``ensure_groups`` since the last call (then forgotten)."""
+        created, self._created = self._created, []
+        return created
 
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None when it cannot be read (CONFIG is commonly
@@ -262,7 +291,8 @@ class RedisStream:
                     block=None if history else block_ms,
                 )
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP, or (a read blocked on it) UNBLOCKED "the stream key no longer exists"
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     raise
                 # The stream or the group was deleted under us: recreate and read again later.
                 self.ensure_groups()
@@ -296,7 +326,9 @@ class RedisStream:
             )
             for row in rows:
                 counts[EntryKey(stream, _text(row["message_id"]))] = int(row["times_delivered"])
-        return [RawEntry(e.key, e.fields, counts.get(e.key, e.deliveries)) for e in entries]
+        return [
+            RawEntry(e.key, e.fields, counts.get(e.key, e.deliveries), e.not_utf8) for e in entries
+        ]
 
     def claim_stale(self, *, min_idle_ms: int, count: int) -> Claimed:
         """Make ours up to ``count`` entries per stream that *other* consumers left pending
@@ -475,9 +507,11 @@ class RedisStream:
         exists), ``lag``, ``pending``, ``last_delivered_id`` and ``consumers`` (``name``,
         ``pending``, ``idle_ms``), from XINFO STREAM/GROUPS/CONSUMERS.
 
-        ``lag`` is XINFO GROUPS' own (Redis >= 7). Where Redis cannot give it (Redis < 7, or 7
-        after deletions it cannot count past) it is 0 when the group has been delivered the
-        stream's last entry, else None (unknown, never guessed).
+        ``lag`` is 0 when the group has been delivered the stream's last entry (or the stream
+        is empty), the stream's length when it starts after the last entry delivered, else
+        XINFO GROUPS' own (Redis >= 7) or, where Redis cannot give it (Redis < 7, or 7 after
+        deletions it cannot count past), None (unknown, never guessed). Redis's own lag keeps
+        counting entries trimmed before the group read them, for good (``losses.py``).
         """
         states: list[dict[str, Any]] = []
         with _translated(self._url):
@@ -500,18 +534,56 @@ class RedisStream:
                 group = mine[0]
                 state["group"] = True
                 state["pending"] = int(group["pending"])
-                state["last_delivered_id"] = _text(group["last-delivered-id"])
+                delivered = state["last_delivered_id"] = _text(group["last-delivered-id"])
+                first = info.get("first-entry")
                 lag = group.get("lag")
-                if lag is not None:
-                    state["lag"] = int(lag)
-                elif state["last_delivered_id"] == state["last_id"] or state["length"] == 0:
+                if delivered == state["last_id"] or state["length"] == 0:
                     state["lag"] = 0
+                elif first and parse_entry_id(_text(first[0])) > parse_entry_id(delivered):
+                    state["lag"] = state["length"]
+                elif lag is not None:
+                    state["lag"] = int(lag)
                 consumers: Any = self._client.xinfo_consumers(stream, self.group)
                 state["consumers"] = [
                     {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": c["idle"]}
                     for c in consumers
                 ]
         return states
+
+    def positions(self) -> list[StreamPosition]:
+        """Every stream's ``StreamPosition`` (two XINFO per stream in one MULTI, so the
+        stream's counters and the group's agree; read-only, never creates anything)."""
+        with _translated(self._url):
+            return [self._position(stream) for stream in self.streams]
+
+    def _position(self, stream: str) -> StreamPosition:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xinfo_stream(stream)
+        pipe.xinfo_groups(stream)
+        raw_info, groups = pipe.execute(raise_on_error=False)
+        if isinstance(raw_info, ResponseError):  # no such stream
+            return StreamPosition(stream)
+        if isinstance(groups, ResponseError):
+            raise groups
+        info = _reply_map(raw_info)
+        first, added = info.get("first-entry"), info.get("entries-added")
+        where: dict[str, Any] = {
+            "length": int(info["length"]),
+            "entries_added": None if added is None else int(added),
+            "first_id": _text(first[0]) if first else None,
+            "last_id": _text(info["last-generated-id"]),
+            "max_deleted_id": _text(info.get("max-deleted-entry-id") or "0-0"),
+        }
+        for group in map(_reply_map, groups):
+            if _text(group.get("name")) == self.group:
+                read, lag = group.get("entries-read"), group.get("lag")
+                return StreamPosition(
+                    stream, True, **where, group=True,
+                    last_delivered_id=_text(group["last-delivered-id"]),
+                    entries_read=None if read is None else int(read),
+                    lag=None if lag is None else int(lag),
+                )  # fmt: skip
+        return StreamPosition(stream, True, **where)
 
     def dead_letters(self, newest: int = 3) -> tuple[int, list[dict[str, str]]]:
         """The dead-letter stream's length and its ``newest`` entries (newest first), each
@@ -528,16 +600,21 @@ class RedisStream:
         return length, letters
 
 
-def dead_letter_fields(entry: RawEntry, reason: str) -> dict[str, str]:
-    """The dead-letter entry: where it came from, why, and every original field."""
-    fields = {
+def dead_letter_fields(entry: RawEntry, reason: str) -> dict[str | bytes, str | bytes]:
+    """The dead-letter entry: where it came from, why, and every original field (an entry that
+    was not UTF-8 with its original bytes: ``reason`` shows them escaped)."""
+    fields: dict[str | bytes, str | bytes] = {
         "source_stream": entry.key.stream,
         "source_id": entry.key.entry_id,
         "error": reason[:ERROR_FIELD_MAX],
         "deliveries": str(entry.deliveries),
     }
     for name, value in entry.fields.items():
-        fields[f"orig.{name}" if name in DEAD_LETTER_META else name] = value
+        key = f"orig.{name}" if name in DEAD_LETTER_META else name
+        if entry.not_utf8 is None:
+            fields[key] = value
+        else:  # redis-py encodes str strictly: give it the bytes the entry was read from
+            fields[restore_bytes(key)] = restore_bytes(value)
     return fields
 
 

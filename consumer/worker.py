@@ -35,6 +35,7 @@ from consumer.errors import (
 )
 from consumer.fold import BatchResult
 from consumer.logs import get_logger
+from consumer.losses import LossWatch, read_committed
 from consumer.merge import OrderedReader, entry_order
 from consumer.observer import Observer
 from consumer.parse import Rejection, parse
@@ -146,6 +147,13 @@ class Worker:
             redis=self._redis,
             stopping=self._stop.is_set,
         )
+        self.losses = LossWatch(
+            stream,
+            committed=lambda: read_committed(settings.database_dsn(), settings.group),
+            period_s=settings.metrics_refresh_s,
+            observer=self.observer,
+            log=self.log,
+        )
 
     # -- control --------------------------------------------------------------------------------
 
@@ -165,6 +173,7 @@ class Worker:
         """Consume until ``stop()`` (or, with ``until_idle``, until the streams are drained)."""
         self._retry("redis", self.stream.ensure_groups)
         self._check_eviction_policy()
+        self.losses.check()  # entries lost in Redis while no worker read (losses.py)
         self.log.info(
             "worker_started",
             streams=self.stream.streams,
@@ -175,6 +184,7 @@ class Worker:
         try:
             while not self.stopping:
                 self.observer.heartbeat()
+                self.losses.check_if_due()
                 had_work = self._step()
                 if until_idle and not had_work and self._drained():
                     break
@@ -327,6 +337,8 @@ class Worker:
                 "trimmed from the stream (MAXLEN) while pending, before it was committed: "
                 "its fields are gone (replay it from an archive or the ledger if it mattered)"
             )
+        if entry.not_utf8 is not None:
+            return entry.not_utf8
         if entry.deliveries > self.settings.max_deliveries:
             return (
                 f"delivered {entry.deliveries} times without being committed "

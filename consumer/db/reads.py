@@ -23,6 +23,20 @@ FROM paper_consumer_offsets WHERE group_name = %(group)s ORDER BY stream_name
 """
 
 
+def read_offsets(dsn: str, group: str, *, connect_timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """The committed offsets of ``group`` (``SELECT_OFFSETS`` rows); ``DatabaseUnavailableError``
+    when PostgreSQL cannot be asked."""
+    try:
+        with psycopg.connect(
+            dsn, row_factory=dict_row, connect_timeout=max(1, round(connect_timeout_s))
+        ) as conn:
+            return conn.execute(SELECT_OFFSETS, {"group": group}).fetchall()
+    except psycopg.Error as exc:
+        raise DatabaseUnavailableError(
+            f"cannot read the committed offsets: {describe(exc)}"
+        ) from exc
+
+
 SELECT_LAST_SNAPSHOT = """
 SELECT snapshot_time, snapshot_type, total_pnl_usdt, realized_pnl_usdt, unrealized_pnl_usdt,
        total_trades, winning_trades, losing_trades, win_rate

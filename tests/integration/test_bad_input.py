@@ -10,6 +10,8 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
+import redis
+from structlog.testing import capture_logs
 
 from tests.support.pipeline import dead_letters, position, publish, rows, run_until_idle
 
@@ -208,3 +210,53 @@ def test_entries_trimmed_while_a_dead_consumer_held_them_are_dead_lettered(
     assert [r["fill_id"] for r in rows(db_url, "SELECT fill_id FROM paper_fills")] == ["kept"]
     assert worker.totals.dead_lettered == 2
     assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0
+
+
+def test_fields_that_are_not_utf8_are_dead_lettered_never_decoded_into_ids(
+    settings, redis_url, redis_client, db_url
+):
+    """Issue 22 #3: ``o-\\xff`` and ``o-\\xfe`` both became ``o-\\ufffd`` (one order), and fill
+    ``f-\\xfe`` was then dropped without a word as a duplicate of ``f-\\xff``. Every entry with a
+    field that is not UTF-8 is dead-lettered with the field named and its bytes escaped; the
+    dead letter keeps the original bytes; the entries around them are committed."""
+    raw = redis.Redis.from_url(redis_url)  # bytes in and out: no decoding on the test's side
+    order = {"symbol": "BTCUSDT", "side": "BUY", "quantity": "1"}
+    bad = [
+        (stream, raw.xadd(stream, fields).decode())
+        for stream, fields in [
+            (settings.orders_stream, {**order, "order_id": b"o-\xff"}),
+            (settings.orders_stream, {**order, "order_id": b"o-\xfe"}),
+            (settings.fills_stream, {**GOOD_FILL, "fill_id": b"f-\xff"}),
+            (settings.fills_stream, {**GOOD_FILL, "fill_id": b"f-\xfe"}),
+        ]
+    ]
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "good"})
+
+    with capture_logs() as logs:
+        worker = run_until_idle(settings)
+
+    letters = {
+        (f[b"source_stream"].decode(), f[b"source_id"].decode()): f
+        for _, f in raw.xrange(settings.dlq_stream)
+    }
+    assert sorted(letters) == sorted(bad)
+    errors = [letters[where][b"error"].decode() for where in bad]
+    assert errors == [
+        "field 'order_id' is not valid UTF-8: b'o-\\xff'",
+        "field 'order_id' is not valid UTF-8: b'o-\\xfe'",
+        "field 'fill_id' is not valid UTF-8: b'f-\\xff'",
+        "field 'fill_id' is not valid UTF-8: b'f-\\xfe'",
+    ]
+    # The dead letter carries the entry as it was, bytes included.
+    assert letters[bad[0]][b"order_id"] == b"o-\xff"
+    assert letters[bad[3]][b"fill_id"] == b"f-\xfe"
+    assert letters[bad[3]][b"symbol"] == b"BTCUSDT"
+    logged = [e for e in logs if e["event"] == "entry_dead_lettered"]
+    assert sorted((e["stream"], e["entry_id"]) for e in logged) == sorted(bad)
+    assert [r["order_id"] for r in rows(db_url, "SELECT order_id FROM paper_orders")] == ["o-good"]
+    assert [r["fill_id"] for r in rows(db_url, "SELECT fill_id FROM paper_fills")] == ["good"]
+    assert worker.totals.dead_lettered == 4
+    assert worker.totals.duplicates == 0
+    for name in (settings.orders_stream, settings.fills_stream):
+        assert redis_client.xpending(name, settings.group)["pending"] == 0
+    raw.close()

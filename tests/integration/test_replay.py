@@ -226,3 +226,54 @@ def test_render_bar():
         f"replay [{'#' * 8}{'.' * 22}]  25% 50/200 1,000/s ETA 0:00"
     )
     assert replay.render_bar(50, None, 10.0, None) == "replay 50 entries 10/s"
+
+
+def test_fields_that_are_not_utf8_are_dead_lettered_by_a_replay_as_live(
+    settings: Settings, redis_url: str, make_database, tmp_path: Path
+):
+    """Issue 22 #3 for replay: from Redis and from an export archive, an entry with a field that
+    is not UTF-8 is counted as dead-lettered with the live worker's reason (the archive keeps the
+    bytes), never decoded into an id that collides with another."""
+    raw = redis.Redis.from_url(redis_url)
+    order = {"order_id": "o-1", "symbol": "BTCUSDT", "side": "BUY", "quantity": "1"}
+    fill = {**order, "price": "100"}
+    published = [
+        (name, raw.xadd(name, fields).decode())
+        for name, fields in [
+            (settings.orders_stream, {**order, "order_id": b"o-\xff"}),
+            (settings.orders_stream, {**order, "order_id": b"o-\xfe"}),
+            (settings.orders_stream, order),
+            (settings.fills_stream, {**fill, "fill_id": b"f-\xff"}),
+            (settings.fills_stream, {**fill, "fill_id": b"f-\xfe"}),
+            (settings.fills_stream, {**fill, "fill_id": "f-1"}),
+        ]
+    ]
+    raw.close()
+    reasons = [
+        "field 'order_id' is not valid UTF-8: b'o-\\xff'",
+        "field 'order_id' is not valid UTF-8: b'o-\\xfe'",
+        "field 'fill_id' is not valid UTF-8: b'f-\\xff'",
+        "field 'fill_id' is not valid UTF-8: b'f-\\xfe'",
+    ]
+    bad = published[:2] + published[3:5]
+    expected = [(*where, why) for where, why in zip(bad, reasons, strict=True)]
+
+    from_redis = make_database()
+    summary = replay.replay(settings, replay.SourceSpec("redis"), target_dsn=from_redis)
+    assert sorted(summary.invalid) == sorted(expected)
+
+    archive = tmp_path / "history.jsonl.gz"
+    assert replay.export(settings.redis_dsn(), settings.streams(), archive).entries == 6
+    from_file = make_database()
+    summary = replay.replay(settings, replay.SourceSpec("file", archive), target_dsn=from_file)
+    assert sorted(summary.invalid) == sorted(expected)
+    for dsn in (from_redis, from_file):
+        assert [r["order_id"] for r in rows(dsn, "SELECT order_id FROM paper_orders")] == ["o-1"]
+        assert [r["fill_id"] for r in rows(dsn, "SELECT fill_id FROM paper_fills")] == ["f-1"]
+
+    run_until_idle(settings)  # the live worker: the same entries, the same reasons
+    letters = redis.Redis.from_url(redis_url, decode_responses=False).xrange(settings.dlq_stream)
+    live = [(f[b"source_stream"].decode(), f[b"source_id"].decode(), f[b"error"].decode())
+            for _, f in letters]  # fmt: skip
+    assert sorted(live) == sorted(expected)
+    assert _state(settings.database_dsn())["fills"] == _state(from_file)["fills"]

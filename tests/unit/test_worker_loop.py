@@ -358,7 +358,9 @@ def test_a_claim_during_the_drain_never_overtakes_our_own_pending_entries(settin
     assert not [e for e in logs if e["event"] == "entries_reclaimed"]  # nothing was foreign
 
 
-def test_entry_bytes_that_are_not_utf8_are_replaced_not_dropped():
+def test_entry_bytes_that_are_not_utf8_are_kept_and_marked_not_dropped():
+    """Never replaced by U+FFFD (two ids would collapse into one: issue 22): kept as lone
+    surrogates and marked, for the worker to dead-letter (tests/unit/test_entry_text.py)."""
     from consumer.stream import _entries  # noqa: PLC0415 - the decoding helper alone
 
     raw = [
@@ -370,8 +372,14 @@ def test_entry_bytes_that_are_not_utf8_are_replaced_not_dropped():
     entries = _entries("s", raw)
     assert [e.fields for e in entries] == [
         {"symbol": "BTCUSDT", "note": "déjà"},
-        {"symbol": "BTC\ufffdUSDT"},
+        {"symbol": "BTC\udcffUSDT"},
         {"symbol": "ETHUSDT"},
         {},
     ]
     assert [e.key.entry_id for e in entries] == ["1-0", "2-0", "3-0", "4-0"]
+    assert [e.not_utf8 for e in entries] == [
+        None,
+        "field 'symbol' is not valid UTF-8: b'BTC\\xffUSDT'",
+        None,
+        None,
+    ]

@@ -206,8 +206,11 @@ def test_an_idle_tick_across_midnight_writes_hourly_and_daily(settings, redis_cl
 
 
 def test_snapshot_now_writes_a_manual_snapshot(settings, redis_client, db_url):
-    Feed(redis_client, settings).trade("o1", "BTCUSDT", "SELL", "2", "50", at("10:00"), fee="1")
-    Feed(redis_client, settings).mark("BTCUSDT", "45", at("10:01"))
+    # One Feed: its entry ids grow across the streams, so the mark comes after the fill (a
+    # second Feed could give the mark the fill's millisecond or one before: read first, dropped).
+    feed = Feed(redis_client, settings)
+    feed.trade("o1", "BTCUSDT", "SELL", "2", "50", at("10:00"), fee="1")
+    feed.mark("BTCUSDT", "45", at("10:01"))
     run_until_idle(settings)
     store = PostgresStore(db_url, group=settings.group, start_balance=D(500))
     store.open()

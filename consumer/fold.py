@@ -53,7 +53,8 @@ class BatchResult:
     snapshots: int = 0
     closed_trips: list[accounting.ClosedTrip] = field(default_factory=list)
     rejected: list[tuple[ParsedEntry, str]] = field(default_factory=list)
-    # Fills rejected because an applied fill has their id and other values (also in rejected).
+    # Entries rejected because an applied fill or a stored order has their id and other values
+    # (also in rejected).
     conflicts: int = 0
 
 
@@ -114,6 +115,28 @@ class FoldStep:
     # Per new fill: its realized P&L and the position quantity after it.
     fill_effects: list[tuple[FillEvent, accounting.FillOutcome]] = field(default_factory=list)
     trips: list[tuple[str, accounting.ClosedTrip]] = field(default_factory=list)
+
+
+def _creation_conflict(current: OrderState | None, event: OrderEvent) -> str | None:
+    """The reason an order event that would create its row (symbol, side and quantity given)
+    conflicts with the row stored under its id (another symbol, side or quantity), else None.
+    A placeholder only stood in for the order, and an event repeating the row is a redelivery."""
+    if current is None or current.is_placeholder:
+        return None
+    if event.symbol is None or event.side is None or event.quantity is None:
+        return None
+    stored = (current.symbol, current.side, current.quantity)
+    received = (event.symbol, event.side, event.quantity)
+    if stored == received:
+        return None
+
+    def shown(symbol: str, side: Side, quantity: Decimal) -> str:
+        return f"{side.value} {quantity.normalize():f} {symbol}"
+
+    return (
+        f"conflicts with stored order {event.order_id!r}: stored {shown(*stored)}; "
+        f"received {shown(*received)}"
+    )
 
 
 class _Book:
@@ -208,8 +231,14 @@ class Fold:
                     side = derived.side or self._book.rows[event.order_id].side
                     self._fill(derived, side, item, step, result)
             elif isinstance(event, OrderEvent):
+                current = self.orders.get(event.order_id)
+                conflict = _creation_conflict(current, event)
+                if conflict is not None:
+                    result.conflicts += 1
+                    result.rejected.append((item, conflict))
+                    continue
                 try:
-                    self._book.put(apply_order_event(self.orders.get(event.order_id), event))
+                    self._book.put(apply_order_event(current, event))
                 except OrderEventRejectedError as exc:
                     result.rejected.append((item, str(exc)))
             elif isinstance(event, FillEvent):

@@ -58,8 +58,8 @@ if TYPE_CHECKING:
     from consumer.stream import RedisStream
 
 NAMESPACE = "paper_consumer"
-# How a conflicting fill's dead-letter reason starts (``fold.Fold``).
-CONFLICT_REASON = "conflicts with stored fill"
+# How a conflicting fill's or order's dead-letter reason starts (``fold.Fold``).
+CONFLICT_REASON = "conflicts with stored "
 SERVERS: tuple[Server, ...] = ("postgres", "redis")
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -114,9 +114,9 @@ class Metrics(Observer):
             namespace=NAMESPACE,
             registry=r,
         )
-        self.conflicting_fills = Counter(
-            "conflicting_fills",
-            "Fills dead-lettered because an applied fill has their id and other values",
+        self.conflicting_duplicates = Counter(
+            "conflicting_duplicates",
+            "Entries dead-lettered because a stored fill or order has their id and other values",
             ["stream"],
             namespace=NAMESPACE,
             registry=r,
@@ -228,7 +228,7 @@ class Metrics(Observer):
                 outcome = "dead_lettered"
                 self.dead_letters.labels(entry.key.stream).inc()
                 if dead_reasons[entry.key].startswith(CONFLICT_REASON):
-                    self.conflicting_fills.labels(entry.key.stream).inc()
+                    self.conflicting_duplicates.labels(entry.key.stream).inc()
             elif kind == "fill" and duplicates > 0:
                 outcome, duplicates = "duplicate", duplicates - 1
             else:

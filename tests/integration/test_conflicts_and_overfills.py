@@ -66,3 +66,19 @@ def test_an_order_known_only_from_its_fills_keeps_growing(settings, redis_client
     (order,) = rows(db_url, "SELECT quantity FROM paper_orders")
     assert order["quantity"] == D("1.2")
     assert position(db_url, "BTCUSDT")[0] == D("1.2")
+
+
+def test_an_order_created_again_with_other_values_is_dead_lettered(settings, redis_client, db_url):
+    publish(redis_client, settings.orders_stream, ORDER)
+    run_until_idle(settings)
+    publish(redis_client, settings.orders_stream, {**ORDER, "status": "FILLED"})  # an update
+    bad = publish(redis_client, settings.orders_stream, {**ORDER, "side": "SELL"})
+    run_until_idle(settings)
+    (letter,) = dead_letters(redis_client, settings.dlq_stream)
+    assert letter["source_id"] == bad
+    assert letter["error"] == (
+        "conflicts with stored order 'o-1': stored BUY 1 BTCUSDT; received SELL 1 BTCUSDT"
+    )
+    assert rows(db_url, "SELECT side, status FROM paper_orders") == [
+        {"side": "BUY", "status": "FILLED"}
+    ]

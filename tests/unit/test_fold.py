@@ -233,3 +233,22 @@ def test_a_real_order_smaller_than_its_fills_is_stored_as_sent_and_refuses_more_
     assert fold.positions["BTCUSDT"].quantity == D("1.2")
     ((_, reason),) = result.rejected
     assert "its fills would total 1.3 of 1" in reason
+
+
+def test_an_order_created_again_with_other_values_is_rejected_the_same_one_is_not():
+    result = BatchResult()
+    fold = Fold({}, {}, set())
+    create = order("o1", 0, symbol="BTCUSDT", side="BUY", quantity=D(1))
+    fold.apply([entry(1, create)], result)
+    fold.apply([entry(2, order("o1", 1, symbol="BTCUSDT", side="BUY", quantity=D(1)))], result)
+    assert result.rejected == []
+    step = fold.apply(
+        [entry(3, order("o1", 2, symbol="BTCUSDT", side="SELL", quantity=D(2)))], result
+    )
+    ((_, reason),) = result.rejected
+    assert reason == (
+        "conflicts with stored order 'o1': stored BUY 1 BTCUSDT; received SELL 2 BTCUSDT"
+    )
+    assert result.conflicts == 1
+    assert step.orders == []
+    assert fold.orders["o1"].side is Side.BUY

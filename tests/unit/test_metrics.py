@@ -75,7 +75,7 @@ def test_the_worker_reports_batches_and_retries():
     assert metrics.liveness() == (True, "ok")
 
 
-def test_conflicting_fills_are_counted_by_stream():
+def test_conflicting_duplicates_are_counted_by_stream():
     client = fakeredis.FakeRedis(decode_responses=True)
     settings = Settings(
         database_url="postgresql://unused/db", redis_url="redis://unused", consumer_name="unit",
@@ -98,7 +98,7 @@ def test_conflicting_fills_are_counted_by_stream():
     assert Worker(settings, MemoryStore(), stream, metrics).run(until_idle=True) == 0
     text = generate_latest(metrics.registry).decode()
     fills = settings.fills_stream
-    assert f'paper_consumer_conflicting_fills_total{{stream="{fills}"}} 1.0' in text
+    assert f'paper_consumer_conflicting_duplicates_total{{stream="{fills}"}} 1.0' in text
     assert (
         f'paper_consumer_entries_total{{outcome="duplicate",stream="{fills}",type="fill"}} 1.0'
         in text

@@ -74,7 +74,8 @@ class FillVersion:
     price: Decimal
     fees_usdt: Decimal
     fee_type: str | None
-    filled_at: datetime
+    # Shown, not compared: a fill published again without a timestamp takes its new entry's time.
+    filled_at: datetime = field(compare=False)
 
     @classmethod
     def of(cls, event: FillEvent, side: Side) -> FillVersion:

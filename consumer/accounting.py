@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any, Literal
 
@@ -328,7 +328,9 @@ def apply_fill(position: Position, fill: Fill) -> FillOutcome:
         else:
             outcome = _flip(position, fill)
     marked = _marked(outcome.position, fill.price, fill.time)
-    return replace(outcome, position=marked)
+    return FillOutcome(
+        position=marked, realized_delta=outcome.realized_delta, closed_trips=outcome.closed_trips
+    )
 
 
 def apply_mark(position: Position, price: Decimal, time: dt.datetime) -> Position:
@@ -372,12 +374,15 @@ def _open_or_increase(position: Position, fill: Fill) -> FillOutcome:
         trip = _new_trip(_direction(fill), fill, x, fill.fee)
     else:
         trip = _trip_entry(_current_trip(position), fill, abs(quantity))
-    new = replace(
-        position,
+    new = Position(
+        symbol=position.symbol,
         quantity=quantity,
         avg_entry_price=q8((held * position.avg_entry_price + x * fill.price) / (held + x)),
         realized_pnl=position.realized_pnl - fill.fee,
+        current_price=position.current_price,
+        mark_time=position.mark_time,
         entry_trades=position.entry_trades + 1,
+        exit_trades=position.exit_trades,
         opened_at=opened_at,
         closed_at=None,
         trip=trip,
@@ -393,11 +398,16 @@ def _reduce(position: Position, fill: Fill) -> FillOutcome:
     closed: tuple[ClosedTrip, ...] = ()
     if quantity == 0:
         closed = (_closed(position.symbol, trip, fill.time, "FLAT"),)
-    new = replace(
-        position,
+    new = Position(
+        symbol=position.symbol,
         quantity=quantity,
+        avg_entry_price=position.avg_entry_price,
         realized_pnl=position.realized_pnl + gross - fill.fee,
+        current_price=position.current_price,
+        mark_time=position.mark_time,
+        entry_trades=position.entry_trades,
         exit_trades=position.exit_trades + 1,
+        opened_at=position.opened_at,
         closed_at=fill.time if quantity == 0 else position.closed_at,
         trip=None if quantity == 0 else trip,
     )
@@ -416,11 +426,13 @@ def _flip(position: Position, fill: Fill) -> FillOutcome:
     gross = _gross_pnl(position, closing, fill.price)
     closing_fee = q8(fill.fee * closing / fill.quantity)
     ended = _trip_exit(_current_trip(position), closing, fill.price, gross, closing_fee)
-    new = replace(
-        position,
+    new = Position(
+        symbol=position.symbol,
         quantity=rest if fill.side == "BUY" else -rest,
         avg_entry_price=fill.price,
         realized_pnl=position.realized_pnl + gross - fill.fee,
+        current_price=position.current_price,
+        mark_time=position.mark_time,
         entry_trades=position.entry_trades + 1,
         exit_trades=position.exit_trades + 1,
         opened_at=fill.time,
@@ -469,14 +481,17 @@ def _new_trip(direction: Direction, fill: Fill, quantity: Decimal, fee: Decimal)
 
 def _trip_entry(trip: OpenTrip, fill: Fill, new_abs_quantity: Decimal) -> OpenTrip:
     """The trip after an increasing fill."""
-    return replace(
-        trip,
+    return OpenTrip(
+        direction=trip.direction,
+        opened_at=trip.opened_at,
         realized_pnl=trip.realized_pnl - fill.fee,
         fees=trip.fees + fill.fee,
         fills=trip.fills + 1,
         max_quantity=max(trip.max_quantity, new_abs_quantity),
         entry_quantity=trip.entry_quantity + fill.quantity,
         entry_notional=trip.entry_notional + fill.quantity * fill.price,
+        exit_quantity=trip.exit_quantity,
+        exit_notional=trip.exit_notional,
     )
 
 
@@ -484,11 +499,15 @@ def _trip_exit(
     trip: OpenTrip, quantity: Decimal, price: Decimal, gross: Decimal, fee: Decimal
 ) -> OpenTrip:
     """The trip after reducing/closing ``quantity`` at ``price`` (``fee``: this trip's share)."""
-    return replace(
-        trip,
+    return OpenTrip(
+        direction=trip.direction,
+        opened_at=trip.opened_at,
         realized_pnl=trip.realized_pnl + gross - fee,
         fees=trip.fees + fee,
         fills=trip.fills + 1,
+        max_quantity=trip.max_quantity,
+        entry_quantity=trip.entry_quantity,
+        entry_notional=trip.entry_notional,
         exit_quantity=trip.exit_quantity + quantity,
         exit_notional=trip.exit_notional + quantity * price,
     )
@@ -543,7 +562,19 @@ def _marked(position: Position, price: Decimal, time: dt.datetime) -> Position:
     """Take ``price`` as the current price unless it is older than the mark held (ties: take)."""
     if position.mark_time is not None and time < position.mark_time:
         return position
-    return replace(position, current_price=price, mark_time=time)
+    return Position(
+        symbol=position.symbol,
+        quantity=position.quantity,
+        avg_entry_price=position.avg_entry_price,
+        realized_pnl=position.realized_pnl,
+        current_price=price,
+        mark_time=time,
+        entry_trades=position.entry_trades,
+        exit_trades=position.exit_trades,
+        opened_at=position.opened_at,
+        closed_at=position.closed_at,
+        trip=position.trip,
+    )
 
 
 def _validated(position: Position, fill: Fill) -> Fill:
@@ -559,7 +590,14 @@ def _validated(position: Position, fill: Fill) -> Fill:
         raise ValueError(f"fill quantity must be > 0 at 8 dp, got {fill.quantity}")
     if fee < 0:
         raise ValueError(f"fill fee must be >= 0, got {fill.fee}")
-    return replace(fill, quantity=quantity, price=_checked_price(fill.price), fee=fee)
+    return Fill(
+        symbol=fill.symbol,
+        side=fill.side,
+        quantity=quantity,
+        price=_checked_price(fill.price),
+        fee=fee,
+        time=fill.time,
+    )
 
 
 def _checked_price(price: Decimal) -> Decimal:

@@ -74,14 +74,6 @@ def _first(current: Any, new: Any) -> Any:
     return current if current is not None else new
 
 
-def _earliest(current: datetime | None, new: datetime | None) -> datetime | None:
-    if current is None:
-        return new
-    if new is None:
-        return current
-    return min(current, new)
-
-
 def _next_status(current: OrderStatus, new: OrderStatus | None) -> OrderStatus:
     if new is None or current in TERMINAL_STATUSES:
         return current
@@ -142,27 +134,35 @@ def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState
         filled_at = event.timestamp
 
     # Every field spelled out instead of dataclasses.replace(state, ...): the same row, built
-    # without replace()'s per-call field introspection (9 % of a replay's time went there).
+    # without replace()'s per-call field introspection (9 % of a replay's time went there); the
+    # "first value wins" fields are `_first` inlined (a call per field cost another 5 %).
+    fee_type = state.fee_type
+    if fee_type is None and event.fee_type is not None:
+        fee_type = event.fee_type.value
     return OrderState(
         order_id=state.order_id,
         symbol=state.symbol,
         side=state.side,
         quantity=state.quantity,
         status=status,
-        created_at=_earliest(state.created_at, event.timestamp) or state.created_at,
-        client_id=_first(state.client_id, event.client_id),
+        created_at=min(state.created_at, event.timestamp),  # the stored one on a tie
+        client_id=state.client_id if state.client_id is not None else event.client_id,
         order_type=state.order_type,
-        price=_first(state.price, event.price),
+        price=state.price if state.price is not None else event.price,
         filled_quantity=filled_quantity,
         filled_price=filled_price,
-        slippage_pct=_first(state.slippage_pct, event.slippage_pct),
+        slippage_pct=state.slippage_pct if state.slippage_pct is not None else event.slippage_pct,
         fees_usdt=fees,
-        fee_type=_first(state.fee_type, event.fee_type.value if event.fee_type else None),
+        fee_type=fee_type,
         submitted_at=submitted_at,
         filled_at=filled_at,
-        rejection_reason=_first(state.rejection_reason, event.rejection_reason),
-        error_message=_first(state.error_message, event.error_message),
-        metadata={**event.metadata, **state.metadata},
+        rejection_reason=(
+            state.rejection_reason if state.rejection_reason is not None else event.rejection_reason
+        ),
+        error_message=(
+            state.error_message if state.error_message is not None else event.error_message
+        ),
+        metadata={**event.metadata, **state.metadata} if event.metadata else state.metadata.copy(),
     )
 
 

@@ -49,7 +49,7 @@ from consumer.observer import Observer
 from consumer.records import ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.stream import RedisStream, check_cluster_layout
-from consumer.worker import EXIT_GRACE_EXPIRED, EXIT_OK, Worker
+from consumer.worker import EXIT_GRACE_EXPIRED, EXIT_OK, Worker, worker_logger
 
 T = TypeVar("T")
 
@@ -158,14 +158,15 @@ class ShardWorker(Worker):
         *,
         shard: int,
     ) -> None:
-        super().__init__(settings, store, stream, observer)
+        super().__init__(
+            settings, store, stream, observer, log=worker_logger(settings, shard=shard)
+        )
         self.shard = shard
         self.shards = shards.lease_count(settings)
-        self.log = self.log.bind(shard=shard)
         self._leased = stream
 
     def run(self, *, until_idle: bool = False) -> int:
-        adopted = self._retry("redis", self._leased.adopt_pending)
+        adopted = self.outages.retry("redis", self._leased.adopt_pending)
         if adopted:
             self.log.warning("shard_pending_adopted", entries=adopted)
         return super().run(until_idle=until_idle)

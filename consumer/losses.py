@@ -34,6 +34,9 @@ deleted) is judged against the worker's last look; one missing at start, against
 offsets, read from PostgreSQL then only, on a short connection of its own (``read_committed``).
 Redis 6.2 has no entries-added, entries-read, lag nor max-deleted-entry-id: there only a
 stream whose ids went back, or one that starts after the committed id, can be seen.
+
+Losses to come are warned of at start (``check_eviction_policy``): under memory pressure an
+``allkeys-*`` maxmemory-policy may evict a whole stream, entries not yet read included.
 """
 
 from __future__ import annotations
@@ -175,6 +178,30 @@ def _gap(
         committed.last_entry_id if committed else None,
         p.first_id,
     )
+
+
+def check_eviction_policy(stream: RedisStream, log: Any) -> None:
+    """Warn when Redis may evict the streams: under memory pressure an ``allkeys-*`` policy
+    evicts any key, a whole stream (entries never read) included. ``volatile-*`` policies
+    evict only keys with a TTL, and streams have none; ``noeviction`` refuses writes."""
+    try:
+        policy = stream.eviction_policy()
+    except RedisUnavailableError as exc:
+        policy, reason = None, str(exc)
+    else:
+        reason = "CONFIG GET is not allowed for this Redis user (ACL)"
+    if policy is None:
+        log.warning("redis_eviction_policy_unchecked", reason=reason)
+    elif policy.startswith("allkeys-"):
+        log.warning(
+            "redis_eviction_policy_can_evict_streams",
+            policy=policy,
+            detail=(
+                f"maxmemory-policy {policy} may evict any key under memory pressure, the "
+                "streams included (entries not yet read would be lost); volatile-* policies "
+                "only evict keys with a TTL (streams have none): set noeviction"
+            ),
+        )
 
 
 class LossWatch:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import pytest
@@ -107,26 +107,48 @@ def history(settings: Settings, redis_client: redis.Redis) -> Settings:
     return settings
 
 
+class Replayed(NamedTuple):
+    dsn: str
+    summary: replay.ReplaySummary
+
+
+@pytest.fixture
+def replayed(make_database: Any) -> Callable[..., Replayed]:
+    """``replayed(settings, engine, chunk_size=…)``: the Redis history replayed by ``engine``
+    into a new database."""
+
+    def into_new_database(
+        settings: Settings, engine: str, *, chunk_size: int = replay.DEFAULT_CHUNK_SIZE
+    ) -> Replayed:
+        target = make_database()
+        summary = replay.replay(
+            settings,
+            replay.SourceSpec("redis"),
+            target_dsn=target,
+            chunk_size=chunk_size,
+            engine=engine,
+        )
+        return Replayed(target, summary)
+
+    return into_new_database
+
+
 def _replay_both(
-    settings: Settings, make_database: Any, *, bulk_chunk: int = 173
+    settings: Settings, replayed: Callable[..., Replayed], *, bulk_chunk: int = 173
 ) -> tuple[str, str]:
-    batches, bulk = make_database(), make_database()
-    one = replay.replay(
-        settings, replay.SourceSpec("redis"), target_dsn=batches, chunk_size=173, engine="batches"
-    )
-    other = replay.replay(
-        settings, replay.SourceSpec("redis"), target_dsn=bulk, chunk_size=bulk_chunk, engine="bulk"
-    )
-    assert other.describe().split(" seconds=")[0] == one.describe().split(" seconds=")[0]
-    assert other.rejected == one.rejected
-    return batches, bulk
+    one = replayed(settings, "batches", chunk_size=173)
+    other = replayed(settings, "bulk", chunk_size=bulk_chunk)
+    described = [r.summary.describe().split(" seconds=")[0] for r in (one, other)]
+    assert described[0] == described[1]
+    assert other.summary.rejected == one.summary.rejected
+    return one.dsn, other.dsn
 
 
 @pytest.mark.parametrize("bulk_chunk", [173, replay.DEFAULT_CHUNK_SIZE])
 def test_the_bulk_engine_rebuilds_every_table_as_the_batches_engine(
-    history: Settings, make_database: Any, bulk_chunk: int
+    history: Settings, replayed: Callable[..., Replayed], bulk_chunk: int
 ):
-    batches, bulk = _replay_both(history, make_database, bulk_chunk=bulk_chunk)
+    batches, bulk = _replay_both(history, replayed, bulk_chunk=bulk_chunk)
     expected = _tables(batches)
     # The history exercises what the comparison is for.
     assert len(expected["paper_trading_stats"]) >= 2
@@ -141,7 +163,7 @@ def test_the_bulk_engine_rebuilds_every_table_as_the_batches_engine(
 
 
 def test_the_comparison_fails_on_a_wrong_part(
-    history: Settings, make_database: Any, monkeypatch: pytest.MonkeyPatch
+    history: Settings, replayed: Callable[..., Replayed], monkeypatch: pytest.MonkeyPatch
 ):
     """A part one trade off (the kind of slip the comparison must catch)."""
     real = BulkBook.part
@@ -151,24 +173,24 @@ def test_the_comparison_fails_on_a_wrong_part(
         return PartRow(**{**part.__dict__, "trades": part.trades + 1})
 
     monkeypatch.setattr(BulkBook, "part", off_by_one)
-    batches, bulk = _replay_both(history, make_database)
+    batches, bulk = _replay_both(history, replayed)
     expected, got = _tables(batches), _tables(bulk)
     assert got["paper_pnl_snapshot_parts"] != expected["paper_pnl_snapshot_parts"]
     assert got["paper_pnl_snapshots"] != expected["paper_pnl_snapshots"]
 
 
-def test_bulk_on_an_empty_history_writes_nothing(settings: Settings, make_database: Any):
-    target = make_database()
-    summary = replay.replay(settings, replay.SourceSpec("redis"), target_dsn=target, engine="bulk")
+def test_bulk_on_an_empty_history_writes_nothing(
+    settings: Settings, replayed: Callable[..., Replayed]
+):
+    target, summary = replayed(settings, "bulk")
     assert summary.entries == 0
     assert all(not rows for rows in _tables(target).values())
 
 
 def test_an_interrupted_bulk_replay_leaves_the_previous_state_and_reset_rebuilds(
-    history: Settings, make_database: Any, monkeypatch: pytest.MonkeyPatch
+    history: Settings, replayed: Callable[..., Replayed], monkeypatch: pytest.MonkeyPatch
 ):
-    batches = make_database()
-    replay.replay(history, replay.SourceSpec("redis"), target_dsn=batches, engine="batches")
+    batches = replayed(history, "batches").dsn
     expected = _tables(batches)
 
     def breaks_late(entries: Iterator[RawEntry]) -> Iterator[RawEntry]:
@@ -197,9 +219,10 @@ def test_an_interrupted_bulk_replay_leaves_the_previous_state_and_reset_rebuilds
     assert _tables(batches) == expected
 
 
-def test_the_cli_takes_the_engine(history: Settings, make_database: Any):
-    batches, bulk = make_database(), make_database()
-    replay.replay(history, replay.SourceSpec("redis"), target_dsn=batches, engine="batches")
+def test_the_cli_takes_the_engine(
+    history: Settings, make_database: Any, replayed: Callable[..., Replayed]
+):
+    batches, bulk = replayed(history, "batches").dsn, make_database()
     env = {
         **clean_environ(),
         "REDIS_URL": history.redis_dsn(),
@@ -224,7 +247,7 @@ def test_the_cli_takes_the_engine(history: Settings, make_database: Any):
 
 
 def test_a_date_left_without_activity_keeps_its_zero_sums_row(
-    settings: Settings, redis_client: redis.Redis, make_database: Any
+    settings: Settings, redis_client: redis.Redis, replayed: Callable[..., Replayed]
 ):
     """A bot result (no fill) stamped after midnight makes its row on that date; its request,
     stamped before midnight and read in a later chunk, moves the row's created_at back. The
@@ -238,11 +261,8 @@ def test_a_date_left_without_activity_keeps_its_zero_sums_row(
         id="1000-0",
     )
     redis_client.xadd(settings.orders_stream, request("BTCUSDT-9", ts=before), id="2000-0")
-    batches, bulk = make_database(), make_database()
-    for target, engine in ((batches, "batches"), (bulk, "bulk")):
-        replay.replay(
-            settings, replay.SourceSpec("redis"), target_dsn=target, chunk_size=1, engine=engine
-        )
+    batches = replayed(settings, "batches", chunk_size=1).dsn
+    bulk = replayed(settings, "bulk", chunk_size=1).dsn
     expected = _tables(batches)
     assert [r["total_orders"] for r in expected["paper_trading_stats"]] == ["1", "0"]
     assert _tables(bulk) == expected

@@ -106,7 +106,9 @@ def main() -> int:
     parser.add_argument(
         "--batch-max-wait-ms", type=int, default=None, help="default: the worker's default"
     )
-    parser.add_argument("--batch-max-entries", type=int, default=1000)
+    parser.add_argument(
+        "--batch-max-entries", type=int, default=None, help="default: the worker's default"
+    )
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument(
         "--sql-breakdown", action="store_true", help="time each SQL statement of the worker"
@@ -116,10 +118,12 @@ def main() -> int:
     print(f"machine: {machine()}")
     with scratch() as s:
         dsn = s.database("latency", s.template())
-        waits = (
+        overrides = (
             {} if args.batch_max_wait_ms is None else {"batch_max_wait_ms": args.batch_max_wait_ms}
         )
-        settings = s.settings(dsn, batch_max_entries=args.batch_max_entries, **waits)
+        if args.batch_max_entries is not None:
+            overrides["batch_max_entries"] = args.batch_max_entries
+        settings = s.settings(dsn, **overrides)
         args.batch_max_wait_ms = settings.batch_max_wait_ms
         store = PostgresStore(dsn, group=settings.group)
         store.open()

@@ -1,6 +1,6 @@
 """Throughput: the worker end to end vs the naive pattern vs a raw COPY of the same rows.
 
-    python bench/throughput.py [--events 100000] [--naive-events 20000] [--batch 1000]
+    python bench/throughput.py [--events 100000] [--naive-events 20000] [--batch N]
                                [--profile pyinstrument]
 
 In one run, on the same published data (``Publisher``, seed 6, order and fill events only, no
@@ -202,7 +202,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--naive-events", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=1000, help="PAPER_BATCH_MAX_ENTRIES")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="PAPER_BATCH_MAX_ENTRIES (default: the worker's)"
+    )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
         "--start",
@@ -223,7 +225,8 @@ def main() -> int:
         worker_db = s.database("worker", template)
         naive_db = s.database("naive", template)
         copy_db = s.database("copy", template)
-        settings = s.settings(worker_db, marks_stream="", batch_max_entries=args.batch)
+        sizes = {} if args.batch is None else {"batch_max_entries": args.batch}
+        settings = s.settings(worker_db, marks_stream="", **sizes)
         client = redis.Redis.from_url(settings.redis_dsn())
         stats = publish(client, settings, args.events, args.seed, args.start)
         print(f"published: {stats.describe()}")

@@ -98,8 +98,11 @@ def _direct(call: Callable[[], T], *, once: bool = False) -> T:
 class OrderedReader:
     """The worker's batches, read from ``stream`` in stream order: see the module docstring.
 
-    A batch holds at most ``limit`` entries and is collected within ``max_wait_ms`` of its
-    first read; the first read of a batch with nothing in hand blocks up to ``block_ms``.
+    A batch holds at most ``limit`` entries (the worker may change it between batches:
+    ``batch_size.py``) and is collected within ``max_wait_ms`` of its first read; the first read
+    of a batch with nothing in hand blocks up to ``block_ms``. ``full`` tells whether the last
+    batch's reads came back full: a stream filled its share of the count, or the batch was cut
+    at the limit (there is more to read: the worker is behind).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class OrderedReader:
         # Streams that may hold entries past the last read of them, by that last entry: kept
         # from one batch to the next (``_read``), so the merge point stays where it is.
         self._more: dict[str, EntryKey] = {}
+        self.full = False
 
     @property
     def draining(self) -> bool:
@@ -165,14 +169,20 @@ class OrderedReader:
         hand for the next batch."""
         limit = self.limit
         epoch = self._drain_epoch
+        self.full = False
         batch, self._held = self._held, []
         # A stream with entries in hand may hold more after them. Streams whose last read
         # filled its share stay in ``more`` too, even with nothing in hand: without them the
         # merge point would move to the others' last entries, and the next read would take
         # more of a stream that is ahead already (those entries piled up in hand).
+        # Keyed to its *last* entry in hand: every entry of it not read yet comes after that one.
+        # (Keyed to the first, a stream whose last read came back short, with entries still in
+        # hand, pinned the merge point at its first one: with more in hand than the limit, two
+        # such streams handed out one entry at a time, in turn.)
         more = dict(self._more)
-        for entry in batch:
-            more.setdefault(entry.key.stream, entry.key)
+        last_in_hand = {entry.key.stream: entry.key for entry in batch}
+        for name, key in last_in_hand.items():
+            more.setdefault(name, key)
         first_block = None if batch or self.draining else self.block_ms
         read = self._read(self._behind(more), more, limit, first_block)
         batch += read
@@ -261,6 +271,7 @@ class OrderedReader:
                 self._pending_cursor[name] = last[name].entry_id
             if counts.get(name, 0) >= per_stream:
                 more[name] = last[name]
+                self.full = True
             elif name in history and self._drain_in_order:
                 self._pending_streams.discard(name)
                 more[name] = EntryKey(name, self._pending_cursor.get(name, NOTHING_READ))
@@ -283,6 +294,8 @@ class OrderedReader:
             len(batch) if point is None else bisect.bisect_right(batch, point, key=self._order)
         )
         cut = min(complete, limit)
+        if complete > limit:
+            self.full = True
         self._held = batch[cut:]
         return batch[:cut]
 

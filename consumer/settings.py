@@ -148,9 +148,18 @@ class Settings(BaseSettings):
     results_stream: str | None = None
 
     # --- Batching and delivery --------------------------------------------------------------
-    # A read asks each stream for at least one entry, so a batch holds at most
-    # max(batch_max_entries, number of streams) entries.
-    batch_max_entries: int = Field(default=1000, ge=1, le=100_000)
+    # Adaptive batch size (consumer/batch_size.py, issue 20): the limit starts at
+    # batch_min_entries, doubles after each batch whose reads came back full (a backlog) up to
+    # batch_max_entries, and halves back after one that did not; batch_max_bytes (field names
+    # and values, estimated from the last batch) and batch_max_duration_ms (at most lease_ttl_s
+    # / 5: a batch holds its lease row until COMMIT, and the renewal waits) bound it too.
+    # batch_min_entries above batch_max_entries means batch_max_entries: a fixed size. A read
+    # asks each stream for at least one entry, so a batch holds at most max(limit, number of
+    # streams) entries.
+    batch_max_entries: int = Field(default=20_000, ge=1, le=100_000)
+    batch_min_entries: int = Field(default=1000, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    batch_max_duration_ms: int = Field(default=1000, ge=1)
     # 0: a batch is what has arrived by the time the worker reads (up to batch_max_entries).
     # Batches still grow with the load — entries pile up while the previous batch commits — so
     # waiting for more only adds latency (bench/latency.py: p99 33 ms at 0 against 40-43 ms at

@@ -5,9 +5,11 @@ Reads top to bottom (``run`` → ``_step`` → ``_process``):
   drains this consumer's own pending entries (what it had read before a crash), merged with
   what follows them, then reads new ones; every ``claim_interval_s`` the worker takes over
   entries other consumers left idle too long, and drains those in order with its own.
-- A batch is collected up to ``batch_max_entries`` or ``batch_max_wait_ms``, validated (invalid
+- A batch is collected up to the size limit or ``batch_max_wait_ms``, validated (invalid
   entries are dead-lettered with the reason), written in one transaction, then acknowledged
   together with the dead letters (one MULTI/EXEC). Nothing is acknowledged before it commits.
+  The limit follows the backlog (``batch_size.BatchSizer``): it doubles while reads come back
+  full, up to ``batch_max_entries``, and halves back when they do not.
 - When PostgreSQL refuses a batch's data, the batch is split in halves (in stream order) until
   the one bad entry is isolated and dead-lettered; every good entry is still committed.
 - Every call to PostgreSQL or Redis goes through ``outages.Outages``: retried with backoff while
@@ -17,8 +19,9 @@ Reads top to bottom (``run`` → ``_step`` → ``_process``):
   entries stay pending and are redelivered; their effects are idempotent).
 
 What is not the loop lives beside it: ``outages.py`` (backoff, the shutdown grace),
-``tally.py`` (totals, the ``batch_committed`` line), ``losses.py`` (data lost in Redis, the
-eviction-policy check), ``merge.py`` (stream order), ``parse.py`` and the store.
+``tally.py`` (totals, the ``batch_committed`` line), ``batch_size.py`` (the size limit),
+``losses.py`` (data lost in Redis, the eviction-policy check), ``merge.py`` (stream order),
+``parse.py`` and the store.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from consumer import dialect, events
+from consumer.batch_size import BatchSizer, mean_entry_bytes
 from consumer.errors import RejectedByDatabaseError
 from consumer.fold import BatchResult
 from consumer.logs import get_logger
@@ -92,9 +96,10 @@ class Worker:
             observer=self.observer,
         )
         self.tally = Tally(stream.lag, self.log)
+        self.sizer = BatchSizer.from_settings(settings)
         self.reader = OrderedReader(
             stream,
-            limit=settings.batch_max_entries,
+            limit=self.sizer.limit,
             max_wait_ms=settings.batch_max_wait_ms,
             block_ms=settings.block_ms,
             redis=self.outages.redis,
@@ -139,6 +144,8 @@ class Worker:
             streams=self.stream.streams,
             group=self.settings.group,
             batch_max_entries=self.settings.batch_max_entries,
+            batch_min_entries=self.sizer.floor,
+            batch_max_bytes=self.settings.batch_max_bytes,
             batch_max_wait_ms=self.settings.batch_max_wait_ms,
         )
         try:
@@ -172,7 +179,13 @@ class Worker:
         draining = self.reader.draining
         batch = self.reader.next_batch()
         if batch:
+            started = time.perf_counter()
             self._process(batch)
+            self.reader.limit = self.sizer.after(
+                full=self.reader.full,
+                seconds=time.perf_counter() - started,
+                mean_bytes=mean_entry_bytes(batch),
+            )
             return True
         if not draining:
             self._tick_if_due()

@@ -9,6 +9,7 @@ empty streams, and restarts (our own pending entries first).
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import fakeredis
@@ -287,3 +288,33 @@ def test_drain_own_pending_drops_what_is_in_hand(client):
     assert reader.draining
     assert reader.in_hand == 0
     assert flat(batches(stream, reader)) == [*(f"{n}-0" for n in range(1, 9)), "9-1"]
+
+
+def test_a_limit_that_shrinks_keeps_batches_full_while_the_backlog_lasts(client):
+    """The worker's sizing (batch_size.py) doubles the limit and halves it back. With more in
+    hand than the new limit after both streams were read to their end, batches stay full: a
+    stream with entries in hand bounds the merge point at its last one (at its first, the two
+    streams handed out one to six entries at a time, in turn, for the rest of the backlog)."""
+    rnd = random.Random(3)  # noqa: S311 - a seeded test layout, not crypto
+    n = rnd.randint(200, 1500)
+    share = rnd.random()
+    for i in range(1, n + 1):
+        add(client, "o" if rnd.random() < share else "f", f"{i}-0")
+    limits = [50, 100, 200, 400, 200, 100, 50, 25]
+    stream, reader = make(client, limit=limits[0])
+    sizes: list[int] = []
+    seen: list[str] = []
+    for _ in range(1000):
+        draining = reader.draining
+        batch = reader.next_batch()
+        if not batch:
+            if draining:
+                continue  # our (empty) pending list first
+            break
+        stream.ack([entry.key for entry in batch])
+        sizes.append(len(batch))
+        seen.extend(entry.key.entry_id for entry in batch)
+        reader.limit = limits[min(len(sizes), len(limits) - 1)]
+    assert seen == by_id(seen)
+    assert len(seen) == n
+    assert len(sizes) <= 8, sizes

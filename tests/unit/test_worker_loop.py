@@ -383,3 +383,17 @@ def test_entry_bytes_that_are_not_utf8_are_kept_and_marked_not_dropped():
         None,
         None,
     ]
+
+
+def test_batches_grow_on_a_backlog_up_to_the_maximum(settings, redis_client):
+    publish_fills(redis_client, settings, 400)
+    store = MemoryStore()
+    grown = settings.model_copy(
+        update={"batch_min_entries": 10, "batch_max_entries": 80, "batch_max_duration_ms": 60_000}
+    )
+    make_worker(grown, redis_client, store).run(until_idle=True)
+    assert sum(store.batches) == 400
+    assert store.batches[0] <= 10
+    assert max(store.batches) > 40  # doubled from 10 at least three times
+    assert max(store.batches) <= 80
+    assert len(store.batches) < 400 // 10

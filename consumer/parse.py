@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import ValidationError
 
-from consumer import dialect
+from consumer import dialect, shapes
 from consumer.events import (
     MODELS,
     Event,
@@ -76,6 +76,9 @@ def parse(
     """
     if kind not in MODELS:  # a wiring bug, not bad data: deliberately not a Rejection
         raise ValueError(f"unknown stream kind {kind!r}")
+    event = shapes.decide(kind, fields, entry_id)  # the usual entries, in one pass
+    if event is not None:
+        return event  # type: ignore[no-any-return]
     read = _read(kind, fields, entry_id)
     if isinstance(read, Rejection):
         return read

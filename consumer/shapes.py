@@ -256,7 +256,7 @@ def _new_plan(kind: str, keys: tuple[Any, ...]) -> Plan | None:
 def _planned(kind: str, entry: Mapping[str, Any]) -> tuple[Plan, Mapping[str, Any]] | None:
     """The plan for ``entry`` (the members of its envelope, if it is one) and what it reads."""
     plans = _PLANS.get(kind)
-    if plans is None:
+    if plans is None or type(entry) is not dict:  # another mapping (or none): parse decides
         return None
     if len(entry) == 1 and ("data" in entry or "payload" in entry):
         members = _envelope(entry.get("data", entry.get("payload")))

@@ -97,24 +97,31 @@ _DIRECT = (
     and not hasattr(RawEntry, "__post_init__")
     and not hasattr(EntryKey, "__post_init__")
 )
-_slot = {f"raw.{n}": RawEntry.__dict__[n].__set__ for n in _RAW_FIELDS if _DIRECT} | {
-    f"key.{n}": EntryKey.__dict__[n].__set__ for n in _KEY_FIELDS if _DIRECT
-}
+_raw_slot = {n: RawEntry.__dict__[n].__set__ for n in _RAW_FIELDS} if _DIRECT else {}
+_key_slot = {n: EntryKey.__dict__[n].__set__ for n in _KEY_FIELDS} if _DIRECT else {}
 
 
 def _entry(stream: str, entry_id: str, fields: dict[str, str]) -> RawEntry:
     """``RawEntry(EntryKey(stream, entry_id), fields)``."""
-    if not _DIRECT:
-        return RawEntry(EntryKey(stream, entry_id), fields)
-    key = _new(EntryKey)
-    _slot["key.stream"](key, stream)
-    _slot["key.entry_id"](key, entry_id)
-    entry = _new(RawEntry)
-    _slot["raw.key"](entry, key)
-    _slot["raw.fields"](entry, fields)
-    _slot["raw.deliveries"](entry, 1)
-    _slot["raw.not_utf8"](entry, None)
-    return entry
+    return RawEntry(EntryKey(stream, entry_id), fields)
+
+
+if _DIRECT:
+    _set_stream, _set_entry_id = _key_slot["stream"], _key_slot["entry_id"]
+    _set_key, _set_fields = _raw_slot["key"], _raw_slot["fields"]
+    _set_deliveries, _set_not_utf8 = _raw_slot["deliveries"], _raw_slot["not_utf8"]
+
+    def _entry(stream: str, entry_id: str, fields: dict[str, str]) -> RawEntry:
+        """``RawEntry(EntryKey(stream, entry_id), fields)``, set slot by slot."""
+        key = _new(EntryKey)
+        _set_stream(key, stream)
+        _set_entry_id(key, entry_id)
+        entry = _new(RawEntry)
+        _set_key(entry, key)
+        _set_fields(entry, fields)
+        _set_deliveries(entry, 1)
+        _set_not_utf8(entry, None)
+        return entry
 
 
 def _read(path: Path, number: int, line: str) -> tuple[RawEntry, tuple[int, int]]:
@@ -173,7 +180,10 @@ def entries(
                 "export`, which merges the streams)"
             )
         if wanted and group:
-            yield from _released(group, rank, skipped)
+            if len(group) == 1 and group[0].key.stream in rank:  # the usual: one entry an id
+                yield group[0]
+            else:
+                yield from _released(group, rank, skipped)
         if key > hi:
             return
         previous, group, wanted = key, [entry], key >= lo

@@ -287,8 +287,9 @@ def decide(kind: EventKind, entry: Mapping[str, Any], entry_id: str) -> Any:
         given.update(zip(plan.converted_names, map(call, plan.convert, plan.converted(values))))  # noqa: B905
     except ValueError:  # datetime.fromisoformat: a date that does not exist
         return None
-    if plan.extras is not None:
-        given["metadata"] = dict(zip(plan.extra_keys, plan.extras(values)))  # noqa: B905
+    if plan.extras is not None:  # the model has metadata: the extra keys, if any
+        extras = plan.extras(values) if plan.extra_keys else ()
+        given["metadata"] = dict(zip(plan.extra_keys, extras)) if extras else {}  # noqa: B905
     if plan.time_from_id:
         given["timestamp"] = fields.timestamp(entry_time(entry_id))
     event = _new(plan.model)  # as FastModel.build (model_construct) lays it out

@@ -259,7 +259,7 @@ _FAST_MODELS: dict[type[BaseModel], FastModel | None] = {}
 
 # The instance layout FastModel.build fills in (pydantic 2's BaseModel); another pydantic that
 # lays instances out differently gets no fast path rather than half-built events.
-_INSTANCE_SLOTS = (
+INSTANCE_SLOTS = (
     "__dict__",
     "__pydantic_fields_set__",
     "__pydantic_extra__",
@@ -271,7 +271,7 @@ def fast_spec(model: type[BaseModel]) -> FastModel | None:
     """The fast-path table of ``model`` (built on first use), or None: pydantic alone for it."""
     if model not in _FAST_MODELS:
         spec = None
-        if tuple(BaseModel.__slots__) == _INSTANCE_SLOTS:
+        if tuple(BaseModel.__slots__) == INSTANCE_SLOTS:
             try:
                 spec = _fast_model(model)
             except Exception:  # pydantic internals moved: validate the slow way, never crash

@@ -13,6 +13,8 @@ An entry is flat string fields, or one ``data``/``payload`` field holding a JSON
 
 The route picks the translator from a table: the contract's models (``events.py``, through the
 fast path of ``fastpath.py``, pydantic wording the reasons) or the bot's dialect (``dialect.py``).
+Before all that, ``shapes.decide`` takes the plain contract entries publishers send all day in one
+pass (the same event, never a rejection); whatever it leaves goes the three steps above.
 Pure: no I/O and no clock.
 
 ``parse_entry`` is the contract alone, for code that raises: the event, else
@@ -25,7 +27,7 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import ValidationError
 
-from consumer import dialect
+from consumer import dialect, shapes
 from consumer.events import (
     MODELS,
     Event,
@@ -74,6 +76,20 @@ def parse(
     given". Without ``timestamp`` the event time is ``entry_time(entry_id)``. The bot's messages
     are translated with ``options``.
     """
+    event = shapes.decide(kind, fields, entry_id)  # the usual entries, in one pass
+    if event is not None:
+        return event  # type: ignore[no-any-return]
+    return _parse_reference(kind, fields, entry_id, options)
+
+
+def _parse_reference(
+    kind: EventKind,
+    fields: Mapping[str, Any],
+    entry_id: str,
+    options: dialect.DialectOptions | None = None,
+) -> Event | Rejection:
+    """``parse`` without ``shapes.decide``: how every entry was decided before it, and how the
+    entries it leaves are; the reference tests/unit/test_shapes.py compares ``parse`` with."""
     if kind not in MODELS:  # a wiring bug, not bad data: deliberately not a Rejection
         raise ValueError(f"unknown stream kind {kind!r}")
     read = _read(kind, fields, entry_id)

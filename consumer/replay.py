@@ -53,20 +53,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import groupby
-from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, TextIO
 
-import orjson
-
-from consumer import db, events, migrations, stream
+from consumer import archive, db, events, migrations, stream
 from consumer.errors import ReplaySourceError
 from consumer.fold import BatchResult
 from consumer.logs import get_logger
 from consumer.merge import entry_order
 from consumer.parse import Rejection, parse
-from consumer.records import EntryKey, ParsedEntry, RawEntry, not_text
+from consumer.records import ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.shards import shard_settings
 from consumer.worker import dialect_options, stream_kinds
@@ -159,49 +155,14 @@ def _open_text(path: Path, mode: Literal["rt", "wt"]) -> TextIO:
 
 
 def _decode_line(line: str) -> Any:
-    """A line's JSON value, as ``json.loads`` gives it wherever ``_archive_line`` can tell.
-
-    orjson first (about half the time of ``json.loads`` per line, the biggest part of reading an
-    archive). For the JSON both accept it gives equal dicts, lists, strings, booleans and nulls;
-    numbers may differ (integers beyond 64 bits come back as floats), but an archive line keeps
-    no number: ``stream``, ``id`` and the field values must be strings, so a number anywhere is
-    refused or ignored either way. What orjson refuses (NaN, 1e400, lone surrogates, deep
-    nesting) goes to ``json.loads``, which accepts it or raises the error the reader reports.
-    tests/unit/test_replay_archive.py checks both over generated lines."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(line)
-
-
-_STR_ONLY = frozenset({str})
+    """A line's JSON value, as ``json.loads`` gives it (``archive.decode_line``: what the reader
+    falls back on for the lines msgspec refuses)."""
+    return archive.decode_line(line)
 
 
 def _archive_line(path: Path, number: int, line: str) -> RawEntry:
-    try:
-        record = _decode_line(line)
-    except json.JSONDecodeError as exc:
-        raise ReplaySourceError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-    fields = record.get("fields") if isinstance(record, dict) else None
-    if not (
-        isinstance(record, dict)
-        and isinstance(record.get("stream"), str)
-        and isinstance(record.get("id"), str)
-        and _ID.fullmatch(record["id"])
-        and isinstance(fields, dict)
-        # Exact types: a decoder gives plain str for JSON strings (map/set: no Python loop).
-        and set(map(type, fields)) <= _STR_ONLY
-        and set(map(type, fields.values())) <= _STR_ONLY
-    ):
-        raise ReplaySourceError(
-            f'{path}:{number}: expected {{"stream": str, "id": "MS-SEQ", "fields": {{str: str}}}}'
-        )
-    key = EntryKey(record["stream"], record["id"])
-    # Lone surrogates (bytes that were not UTF-8, which ``export`` writes as \udcXX escapes)
-    # can only come from an escape, and orjson refuses them: look only then.
-    if "\\ud" in line or "\\uD" in line:
-        return RawEntry(key, fields, not_utf8=not_text(fields))
-    return RawEntry(key, fields)
+    """The entry of one archive line, or ``ReplaySourceError`` (``archive.archive_line``)."""
+    return archive.archive_line(path, number, line)
 
 
 def file_entries(
@@ -214,41 +175,12 @@ def file_entries(
 ) -> Iterator[RawEntry]:
     """Entries of ``streams`` in ``[start, end]`` from an ``export`` archive, in the worker's
     order. Refuses (``ReplaySourceError``) a file whose ids go back; entries of other streams
-    are counted in ``skipped`` (by stream) and left out."""
+    are counted in ``skipped`` (by stream) and left out. The lines: ``archive.entries``."""
     lo, hi = bound_key(start, upper=False), bound_key(end, upper=True)
-    wanted = set(streams)
-    order = entry_order(streams)
     if not path.is_file():
         raise ReplaySourceError(f"{path}: no such archive file")
-
-    def keyed() -> Iterator[tuple[tuple[int, int], RawEntry]]:
-        previous = (-1, -1)
-        with _open_text(path, "rt") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                entry = _archive_line(path, number, line)
-                key = entry.key.sort_key
-                if key < previous:
-                    raise ReplaySourceError(
-                        f"{path}:{number}: id {entry.key.entry_id} comes after a later id; the "
-                        "archive is not in stream-id order (re-create it with `paper-consumer "
-                        "export`, which merges the streams)"
-                    )
-                previous = key
-                yield key, entry
-
-    for key, same_id in groupby(keyed(), key=itemgetter(0)):
-        if key < lo:
-            continue
-        if key > hi:
-            return
-        group = [entry for _, entry in same_id]
-        for entry in sorted(group, key=order) if len(group) > 1 else group:
-            if entry.key.stream in wanted:
-                yield entry
-            elif skipped is not None:
-                skipped[entry.key.stream] = skipped.get(entry.key.stream, 0) + 1
+    with _open_text(path, "rt") as handle:
+        yield from archive.entries(path, handle, streams, lo=lo, hi=hi, skipped=skipped)
 
 
 # --------------------------------------------------------------------------------------------

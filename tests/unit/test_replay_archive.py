@@ -1,6 +1,6 @@
-"""Reading an archive line with orjson (replay._decode_line) decides exactly what the reader
-decided with json.loads: the same entry (stream, id, fields in the same order) or the same
-refusal with the same message, over generated lines (valid, odd and broken)."""
+"""Reading an archive line with msgspec (replay._archive_line, i.e. archive.py) decides exactly
+what the reader decided with json.loads: the same entry (stream, id, fields in the same order)
+or the same refusal with the same message, over generated lines (valid, odd and broken)."""
 
 import json
 import re
@@ -20,7 +20,7 @@ _ID = re.compile(r"\d+(-\d+)?")
 
 
 def reference(path: Path, number: int, line: str) -> RawEntry:
-    """The reader as it was before orjson (commit 7b23bb9), verbatim but for the names."""
+    """The reader before orjson and msgspec (commit 7b23bb9), verbatim but for the names."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -48,7 +48,7 @@ def outcome(read: Any, line: str) -> tuple[str, Any]:
     return "read", (entry.key, list(entry.fields.items()), entry.deliveries)
 
 
-# Raw JSON fragments orjson and json.loads disagree on, or that are simply odd.
+# Raw JSON fragments msgspec (or orjson) and json.loads disagree on, or that are simply odd.
 ODD = [
     "NaN", "-Infinity", "1e400", "-1e400", "12345678901234567890123", "-9223372036854775809",
     "18446744073709551616", "1.5", "-0", "true", "null", '"\\ud800"', '"\\udc00x"', '"\\u0000"',
@@ -94,11 +94,11 @@ def lines(draw: Any) -> str:
 
 @MANY
 @given(lines())
-def test_orjson_reader_decides_as_json_loads(line):
+def test_msgspec_reader_decides_as_json_loads(line):
     assert outcome(_archive_line, line) == outcome(reference, line)
 
 
-def test_the_lines_json_and_orjson_disagree_on_are_read_alike():
+def test_the_lines_json_and_msgspec_disagree_on_are_read_alike():
     for line in [
         '{"stream":"s","id":"1-0","fields":{"a":"\\ud800"}}',  # orjson refuses lone surrogates
         '{"stream":"s","id":"1-0","fields":{"a":"1"},"x":NaN}',  # orjson refuses NaN

@@ -4,13 +4,15 @@ The daily statistics are averages and totals over orders (by the UTC date of ``c
 fills and per-fill P&L rows (by the UTC date of ``filled_at``). ``paper_stats_sums`` keeps their
 exact counts and NUMERIC sums per date; a batch adds, per date, its orders as they stand after
 it and subtracts them as they stood before it, adds the fills and P&L rows it inserted, and
-moves the latency of an order's older fills when the order's ``created_at`` moved. The store
-then derives the touched ``paper_trading_stats`` rows from the sums (``db/stats.py``).
+moves the latency of an order's older fills when the order's ``created_at`` moved (each fold
+step computes its own terms, ``step_terms.stat_terms``; a batch merges them). The store then
+derives the touched ``paper_trading_stats`` rows from the sums (``db/stats.py``).
 
-Every value comes from rows PostgreSQL returned (stored amounts, the fee % PostgreSQL divided),
-so each term has the digits the reference SQL (``store.REAGGREGATE_STATS``) would see. Sums are
-exact (no rounding context) and keep the scale PostgreSQL's ``sum()`` gives: the largest scale of
-its terms, or 0 when there are none. Latency is the one term computed here:
+Every value has the digits PostgreSQL stores or computes (``step_terms.py`` rounds the fold's
+values as the columns store them and divides the fee % as ``numeric_div`` does), so each term is
+what the reference SQL (``db/stats.py`` ``REAGGREGATE_STATS``) would see. Sums are exact (no
+rounding context) and keep the scale PostgreSQL's ``sum()`` gives: the largest scale of its
+terms, or 0 when there are none. Latency is computed here:
 ``extract(epoch FROM filled_at - created_at) * 1000`` for a fill within 24 hours of its order
 (PostgreSQL's epoch of an interval is microseconds at scale 6, so the milliseconds have scale 6).
 """
@@ -26,7 +28,8 @@ PARTIAL_STATUSES = frozenset({"PARTIAL", "PARTIALLY_FILLED"})
 LATENCY_WINDOW = timedelta(hours=24)
 
 # Additions never round: a sum holds every digit of its terms, as NUMERIC does.
-_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, rounding=ROUND_HALF_EVEN)
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, rounding=ROUND_HALF_EVEN)
+_EXACT = EXACT
 _ZERO = Decimal(0)
 _MS_PER_S = Decimal(1000)
 
@@ -75,6 +78,15 @@ class DaySums:
     fees_usdt: Decimal = _ZERO
     realized_pnl_usdt: Decimal = _ZERO
 
+    def add(self, other: DaySums) -> None:
+        """``other``'s terms added to these (exactly)."""
+        for name in COLUMNS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(theirs, Decimal):
+                setattr(self, name, _EXACT.add(mine, theirs))
+            else:
+                setattr(self, name, mine + theirs)
+
     def is_zero(self) -> bool:
         return all(getattr(self, f.name) == 0 for f in fields(self))
 
@@ -94,6 +106,10 @@ class BatchSums:
         if sums is None:
             sums = self._days[day] = DaySums()
         return sums
+
+    def touch(self, moment: datetime) -> None:
+        """The date of ``moment`` is touched (its stats row is written) even without terms."""
+        self._day(moment)
 
     def add_order(self, row: OrderRow, sign: int) -> None:
         """The order ``row`` counted (+1, as it stands now) or taken back (-1, as it was)."""
@@ -146,6 +162,18 @@ class BatchSums:
         day = self._day(filled_at)
         if realized is not None:
             day.realized_pnl_usdt = _EXACT.add(day.realized_pnl_usdt, realized)
+
+    def dates(self) -> set[date]:
+        """Every date a term named, whether or not its terms cancel out."""
+        return set(self._days)
+
+    def merge(self, other: BatchSums) -> None:
+        """Add ``other``'s terms (and dates) to these."""
+        for day, theirs in other._days.items():
+            mine = self._days.get(day)
+            if mine is None:
+                mine = self._days[day] = DaySums()
+            mine.add(theirs)
 
     def changed(self) -> dict[date, DaySums]:
         """The dates whose sums move, in date order (a date whose terms cancel out is left

@@ -5,8 +5,11 @@ id and by client id, the positions of its symbols, which of its fills are alread
 the entries in stream order, ``Fold.apply`` decides, one entry at a time, everything the batch
 changes: the order rows (bot requests and results linked through their client id, placeholders
 for fills whose order is unknown), the fills that are new, the positions they and the marks
-move, the realized P&L of each new fill and the round trips it closes, and each entry's outcome
-(applied, duplicate, or rejected with its reason). Every decision sees exactly what a batch
+move, the realized P&L of each new fill and the round trips it closes, what the daily statistics
+and the snapshot parts gain (``step_terms.py``: each changed order row before and after the step,
+the new fills joined to their orders, the latency of older fills whose order's ``created_at``
+moved; the step's per-symbol trips, volume and fees), and each entry's outcome (applied,
+duplicate, or rejected with its reason). Every decision sees exactly what a batch
 ending just before it would have stored, so the result does not depend on batch boundaries.
 
 Three writers run it: the live batch writer (``db/batch.py``: the rows read FOR UPDATE, the
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 
-from consumer import accounting
+from consumer import accounting, daily_sums, step_terms
 from consumer.dialect import (
     OrderRequestEvent,
     OrderResultEvent,
@@ -110,12 +113,23 @@ class FoldStep:
     moved: dict[str, str | None] = field(default_factory=dict)
     # The new fills, each with its side and the entry it came from, in stream order.
     fills: list[tuple[ParsedEntry, FillEvent, Side]] = field(default_factory=list)
-    # Placeholder orders a new fill of this step resized (their quantity and created_at).
-    placeholder_ids: set[str] = field(default_factory=set)
     positions: list[accounting.Position] = field(default_factory=list)
     # Per new fill: its realized P&L and the position quantity after it.
     fill_effects: list[tuple[FillEvent, accounting.FillOutcome]] = field(default_factory=list)
     trips: list[tuple[str, accounting.ClosedTrip]] = field(default_factory=list)
+    # What the daily statistics depend on: each changed order row before and after the step
+    # (the review's "before-state"), the latency moves of older fills, the new fills joined to
+    # their orders and their P&L (``step_terms.StepFacts``).
+    facts: step_terms.StepFacts = field(default_factory=step_terms.StepFacts)
+
+    def stat_terms(self, into: daily_sums.BatchSums | None = None) -> daily_sums.BatchSums:
+        """The step's signed per-date terms for ``paper_stats_sums`` (``step_terms``)."""
+        return step_terms.stat_terms(self.facts, into)
+
+    def symbol_totals(self) -> dict[str, step_terms.SymbolTotals]:
+        """The step's contribution to each symbol's round trips, volume and fees (what a
+        snapshot part adds to the symbol's totals before the step)."""
+        return step_terms.symbol_totals((f for _, f, _ in self.fills), (t for _, t in self.trips))
 
 
 def _creation_conflict(current: OrderState | None, event: OrderEvent) -> str | None:
@@ -191,7 +205,9 @@ class Fold:
     ``fill_versions`` holds what is stored of those fills (their values, to tell an identical
     redelivery, a silent duplicate, from a conflicting one, rejected); a stored fill missing from
     it is taken as identical. ``filled`` holds, per order of the batch, the quantity of its
-    stored fills (a fill that would take a real order past its quantity is rejected)."""
+    stored fills (a fill that would take a real order past its quantity is rejected);
+    ``fill_times``, per order of ``orders``, the times of its stored fills (their latency moves
+    when the order's ``created_at`` does). Missing: no stored fills."""
 
     def __init__(
         self,
@@ -201,6 +217,7 @@ class Fold:
         *,
         fill_versions: dict[str, FillVersion] | None = None,
         filled: dict[str, Decimal] | None = None,
+        fill_times: dict[str, list[datetime]] | None = None,
     ) -> None:
         self._book = _Book(orders)
         self._stored_orders = set(orders)
@@ -212,6 +229,8 @@ class Fold:
         self._versions = fill_versions if fill_versions is not None else {}
         self._applied: dict[str, tuple[FillEvent, Side]] = {}
         self._filled = filled if filled is not None else {}
+        # Per order id: the times of its fills stored before the current step.
+        self._fill_times = fill_times if fill_times is not None else {}
 
     @property
     def orders(self) -> dict[str, OrderState]:
@@ -294,7 +313,6 @@ class Fold:
                     created_at=min(order.created_at, event.timestamp),
                 )
             )
-            step.placeholder_ids.add(event.order_id)
         self._fill(event, side, item, step, result)
 
     def _fill(
@@ -385,28 +403,34 @@ class Fold:
         return fill
 
     def _changes(self, step: FoldStep) -> None:
-        """What changed since the last step: rows moved, orders and positions to write."""
+        """What changed since the last step: rows moved, orders and positions to write, and
+        the facts of the step's statistics (``step.facts``)."""
+        written = self._written_orders  # the rows as the writer stored them
+        facts = step.facts
+        changes = facts.orders
         for old, new in step.moved.items():
-            stored = self._written_orders.pop(old)
+            stored = written.pop(old)
             self._stored_orders.discard(old)
+            changes.setdefault(old, (stored, None))
             if new is not None:
-                self._written_orders[new] = replace(stored, order_id=new)
+                changes.setdefault(new, (written.get(new), None))
+                written[new] = replace(stored, order_id=new)
                 self._stored_orders.add(new)
         # Only the rows touched since the last step are compared: a step costs what it folded,
         # not what the fold holds (a replay folds a whole history into one Fold).
         dirty, self._book.dirty = self._book.dirty, set()
         rows = self.orders
         step.orders = sorted(
-            (
-                rows[oid]
-                for oid in dirty
-                if oid in rows and self._written_orders.get(oid) != rows[oid]
-            ),
+            (rows[oid] for oid in dirty if oid in rows and written.get(oid) != rows[oid]),
             key=lambda o: o.order_id,
         )
         for order in step.orders:
-            self._written_orders[order.order_id] = order
+            changes.setdefault(order.order_id, (written.get(order.order_id), None))
+            written[order.order_id] = order
             self._stored_orders.add(order.order_id)
+        for key, (before, _) in changes.items():
+            changes[key] = (before, written.get(key))
+        self._fill_facts(step)
         symbols, self._dirty_symbols = sorted(self._dirty_symbols), set()
         step.positions = [
             self.positions[sym]
@@ -415,6 +439,31 @@ class Fold:
         ]
         for position in step.positions:
             self._written_positions[position.symbol] = position
+
+    def _fill_facts(self, step: FoldStep) -> None:
+        """The fills' side of the step's statistics: the latency of fills stored before the
+        step moves with their order's ``created_at``, each new fill is joined to its order as
+        written now; then the new fills join their orders' known fills."""
+        written, times, facts = self._written_orders, self._fill_times, step.facts
+        for key, (before, _) in facts.orders.items():
+            older = times.get(key)
+            if before is None or not older:
+                continue
+            # A re-keyed row's fills follow it (ON UPDATE CASCADE); a merged request row has
+            # none (``is_request_row``: nothing filled).
+            target = step.moved.get(key, key)
+            after = written.get(target) if target is not None else None
+            if target is not None and target != key:
+                times[target] = times.pop(key)
+            if after is not None and after.created_at != before.created_at:
+                facts.latency_moves.extend((t, before.created_at, after.created_at) for t in older)
+        for _, fill, _side in step.fills:
+            order = written.get(fill.order_id)
+            facts.fills.append((fill, order.created_at if order is not None else None))
+            times.setdefault(fill.order_id, []).append(fill.timestamp)
+        facts.pnl.extend(
+            (fill.timestamp, outcome.realized_delta) for fill, outcome in step.fill_effects
+        )
 
 
 def accounting_fill(event: FillEvent, side: Side) -> accounting.Fill:

@@ -5,15 +5,19 @@ without waiting):
 
 1. lock the batch's symbol clocks and cut it at snapshot boundaries (``pnl_snapshots``);
 2. lock and read, in one round trip, everything the fold can touch: its orders (by order id
-   and by client id), which of its fills are stored already, the positions of its symbols;
+   and by client id), which of its fills are stored already, the stored fills of its orders
+   (filled quantity, fill times), the positions of its symbols, and the round-trip and fill
+   totals of the symbols it writes snapshot parts of;
 3. per segment, run the pure fold (``consumer/fold.py``) and send what it decided, one
    statement per table: re-keyed and merged bot request rows, the orders that changed (each
    once, in its final state), the new fills (``ON CONFLICT DO NOTHING RETURNING``: the
    database stays the record of which fills were applied, and a fill the fold took for new
    but the insert skipped rolls the batch back to be folded again, ``StaleFoldError``), the
-   positions that changed, each new fill's realized P&L and the round trips it closed;
+   positions that changed, each new fill's realized P&L and the round trips it closed; before
+   a segment, the parts of the symbols about to cross, from the fold's positions and the
+   totals read in step 2 plus the batch's own so far;
 4. recompute the snapshot rows the batch may have changed, and update ``paper_trading_stats``
-   incrementally (``stats``);
+   incrementally from the statistics terms the fold steps computed (``stats``);
 5. advance ``paper_consumer_offsets`` (and, when archiving, append raw entries to the ledger).
 
 The caller acknowledges the entries in Redis only after this commits. With a ``Fence`` the
@@ -23,26 +27,27 @@ transaction first locks the shard's lease row (``leases``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from consumer import daily_sums, snapshots
+from consumer import daily_sums, snapshots, step_terms
 from consumer.db.connection import Pooled
 from consumer.db.leases import Fence, check_fence
 from consumer.db.pnl_snapshots import (
     SELECT_CLOCK_FOR_UPDATE,
     SELECT_EVENT_CLOCK,
+    SELECT_PART_BASES,
     SET_CLOCK,
-    WRITE_SNAPSHOT_PARTS,
     create_snapshot_rows,
     finish_snapshots,
+    part_base_from_row,
     plan_snapshots,
     refresh_snapshots,
     take_snapshot,
+    write_parts,
 )
 from consumer.db.rows import (
     array_params,
@@ -55,16 +60,7 @@ from consumer.db.rows import (
     position_params,
     trip_params,
 )
-from consumer.db.stats import (
-    APPLY_STATS_SUMS,
-    CUSTOM_PLANS_AGAIN,
-    GENERIC_PLAN_NEXT,
-    LOCK_STATS,
-    REFRESH_CUMULATIVE_PNL,
-    WRITE_STATS_FROM_SUMS,
-    StatsDelta,
-    sums_params,
-)
+from consumer.db.stats import write_stats
 from consumer.dialect import (
     OrderRequestEvent,
     OrderResultEvent,
@@ -156,8 +152,7 @@ FROM unnest(
     %(fee_type)s::varchar[], %(filled_at)s::timestamptz[], %(metadata)s::text[]
 ) AS f(fill_id, order_id, symbol, quantity, price, fees_usdt, fee_type, filled_at, metadata)
 ON CONFLICT (fill_id) DO NOTHING
-RETURNING fill_id, order_id, filled_at, quantity * price AS volume, fees_usdt AS fees,
-          fees_usdt / (quantity * price) * 100 AS fee_pct
+RETURNING fill_id
 """
 
 
@@ -169,13 +164,18 @@ SELECT fill_id, order_id, symbol, metadata->>'side' AS side, quantity, price, fe
 FROM paper_fills WHERE fill_id = ANY(%(ids)s::varchar[])
 """
 
-# The quantity already filled of each order a batch's fills name (an over-fill is refused), by
-# the order_id index (a LATERAL sum per id, never a scan of all fills).
-SELECT_FILLED_BY_ORDER = """
-SELECT i.order_id, s.filled
-FROM unnest(%(ids)s::varchar[]) AS i(order_id),
-     LATERAL (SELECT sum(f.quantity) AS filled FROM paper_fills f
-              WHERE f.order_id = i.order_id) AS s
+# The stored fills of every order the batch can touch (by order id, and the rows carrying its
+# client ids): the quantity already filled (an over-fill is refused) and the fill times (their
+# latency moves when the order's created_at does), by the order_id index (a LATERAL aggregate
+# per id, never a scan of all fills).
+SELECT_FILLS_BY_ORDER = """
+SELECT i.order_id, s.filled, s.times
+FROM (SELECT unnest(%(ids)s::varchar[])
+      UNION
+      SELECT order_id FROM paper_orders WHERE client_id = ANY(%(client_ids)s::varchar[]))
+     AS i(order_id),
+     LATERAL (SELECT sum(f.quantity) AS filled, array_agg(f.filled_at) AS times
+              FROM paper_fills f WHERE f.order_id = i.order_id) AS s
 WHERE s.filled IS NOT NULL
 """
 
@@ -234,7 +234,6 @@ SELECT * FROM unnest(%(fill_id)s::varchar[], %(symbol)s::varchar[],
                      %(filled_at)s::timestamptz[], %(realized)s::numeric[],
                      %(quantity)s::numeric[])
 ON CONFLICT (fill_id) DO NOTHING
-RETURNING filled_at, realized_pnl_usdt
 """
 
 
@@ -392,40 +391,25 @@ def write_rows(
     """Write ``items`` (validated, in stream order) inside the caller's transaction; see the
     module doc. ``known_fills``: fill ids to look up as stored besides the batch's own (those
     a previous attempt derived, see ``StaleFoldError``)."""
-    stat_dates: set[date] = set()
-    delta = StatsDelta()
     plan = plan_snapshots(conn, items)
-    fold = _read_state(conn, items, known_fills, stat_dates, delta)
+    part_symbols = sorted({p.symbol for s in plan.plan.segments for p in s.parts_before})
+    fold, totals = _read_state(conn, items, known_fills, part_symbols)
+    terms = daily_sums.BatchSums()
     sent: list[tuple[psycopg.Cursor[dict[str, Any]], list[str]]] = []
     for segment in plan.plan.segments:
         if segment.parts_before:
-            parts = segment.parts_before
-            conn.execute(
-                WRITE_SNAPSHOT_PARTS,
-                {
-                    "symbol": [p.symbol for p in parts],
-                    "after": [p.after for p in parts],
-                    "until": [p.until for p in parts],
-                },
-            )
+            write_parts(conn, segment.parts_before, fold.positions, totals)
         if segment.items:
             step = fold.apply(segment.items, result)
-            sent.extend(_write_step(conn, step, result, stat_dates, delta))
-    orders_now = delta.read_orders(conn)
+            sent.extend(_write_step(conn, step, result))
+            step.stat_terms(terms)
+            if totals:  # a later part of these symbols counts this step
+                for symbol, added in step.symbol_totals().items():
+                    if symbol in totals:
+                        totals[symbol].add(added)
     finish_snapshots(conn, plan, result, start_balance)
-    _check_fills_new(sent, delta)
-    if stat_dates or not delta.empty:
-        changed = delta.sums(conn, orders_now).changed()
-        dates = sorted(stat_dates | set(changed))
-        conn.execute(LOCK_STATS)
-        conn.execute(GENERIC_PLAN_NEXT)
-        if changed:
-            conn.execute(APPLY_STATS_SUMS, sums_params(changed))
-        written = conn.execute(WRITE_STATS_FROM_SUMS, {"dates": dates}).fetchone()
-        conn.execute(CUSTOM_PLANS_AGAIN)
-        if written is None or written["later"]:
-            conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
-        result.stat_dates = dates
+    _check_fills_new(sent)
+    result.stat_dates = write_stats(conn, terms)
     _advance_offsets(conn, [i.key for i in items], group)
     if archive:
         rejected_keys = {item.key for item, _ in result.rejected}
@@ -455,18 +439,19 @@ def _read_state(
     conn: psycopg.Connection[dict[str, Any]],
     items: Sequence[ParsedEntry],
     known_fills: Sequence[str],
-    stat_dates: set[date],
-    delta: StatsDelta,
-) -> Fold:
+    part_symbols: Sequence[str],
+) -> tuple[Fold, dict[str, step_terms.SymbolTotals]]:
     """Lock and read everything the batch's fold can touch, in one round trip: its orders (by
     order id, and by client id for the bot's requests and results), which of its fills are
-    stored already, and the positions of the symbols its fills, results and marks name. Lock
-    order: orders, then positions (by key), as every writer."""
+    stored already, the stored fills of its orders (quantity and times), the positions of the
+    symbols its fills, results and marks name (and of the symbols it writes snapshot parts
+    of), and those symbols' round-trip and fill totals (the base a part adds the batch's own
+    to; the batch holds their symbol clocks, so no other batch adds to them until it commits).
+    Lock order: orders, then positions (by key), as every writer."""
     order_ids: set[str] = set()
     client_ids: set[str] = set()
     fill_ids: set[str] = set(known_fills)
-    fill_orders: set[str] = set()
-    symbols: set[str] = set()
+    symbols: set[str] = set(part_symbols)
     for item in items:
         event = item.event
         if isinstance(event, OrderEvent):
@@ -479,91 +464,77 @@ def _read_state(
         elif isinstance(event, FillEvent):
             order_ids.add(event.order_id)
             fill_ids.add(event.fill_id)
-            fill_orders.add(event.order_id)
             symbols.add(event.symbol)
         elif isinstance(event, MarkEvent):
             symbols.add(event.symbol)
     ids = sorted(order_ids)
+    clients = sorted(client_ids)
     if client_ids:
-        params: dict[str, Any] = {"ids": ids, "client_ids": sorted(client_ids)}
+        params: dict[str, Any] = {"ids": ids, "client_ids": clients}
         orders = conn.execute(SELECT_ORDERS_AND_CLIENTS_FOR_UPDATE, params)
     else:
         orders = conn.execute(SELECT_ORDERS_FOR_UPDATE, {"ids": ids})
     stored_fills = (
         conn.execute(SELECT_STORED_FILLS, {"ids": sorted(fill_ids)}) if fill_ids else None
     )
-    filled = (
-        conn.execute(SELECT_FILLED_BY_ORDER, {"ids": sorted(fill_orders)}) if fill_orders else None
+    by_order = (
+        conn.execute(SELECT_FILLS_BY_ORDER, {"ids": ids, "client_ids": clients})
+        if ids or clients
+        else None
     )
     positions = (
         conn.execute(SELECT_POSITIONS_FOR_UPDATE, {"symbols": sorted(symbols)}) if symbols else None
     )
+    bases = (
+        conn.execute(SELECT_PART_BASES, {"symbols": list(part_symbols)}) if part_symbols else None
+    )
     stored = {row["order_id"]: order_from_row(row) for row in orders.fetchall()}
-    # A placeholder's created_at can move to another date: the old date is touched too.
-    stat_dates.update(daily_sums.utc_date(order.created_at) for order in stored.values())
-    delta.stored = dict(stored)
     versions = {
         row["fill_id"]: fill_version_from_row(row)
         for row in (stored_fills.fetchall() if stored_fills is not None else [])
     }
-    return Fold(
+    fills = by_order.fetchall() if by_order is not None else []
+    fold = Fold(
         stored,
         {row["symbol"]: position_from_row(row) for row in positions.fetchall()}
         if positions is not None
         else {},
         set(versions),
         fill_versions={k: v for k, v in versions.items() if v is not None},
-        filled={r["order_id"]: r["filled"] for r in filled.fetchall()} if filled else {},
+        filled={r["order_id"]: r["filled"] for r in fills},
+        fill_times={r["order_id"]: list(r["times"]) for r in fills},
     )
+    totals = {r["symbol"]: part_base_from_row(r) for r in bases.fetchall()} if bases else {}
+    return fold, totals
 
 
 def _write_step(
-    conn: psycopg.Connection[dict[str, Any]],
-    step: FoldStep,
-    result: BatchResult,
-    stat_dates: set[date],
-    delta: StatsDelta,
+    conn: psycopg.Connection[dict[str, Any]], step: FoldStep, result: BatchResult
 ) -> list[tuple[psycopg.Cursor[dict[str, Any]], list[str]]]:
     """Send the rows one fold step decided, one statement per table (results not waited for:
     pipeline mode). Returns the fills' INSERT cursors with the ids each was sent."""
-    stored = delta.stored
     # Stored bot request rows linked to their result: re-keyed, or merged into its row.
     rekeyed = {old: new for old, new in step.moved.items() if new is not None}
     merged = sorted(old for old, new in step.moved.items() if new is None)
     if rekeyed:
         olds = sorted(rekeyed)
         conn.execute(REKEY_ORDERS, {"old_ids": olds, "new_ids": [rekeyed[o] for o in olds]})
-        for old, new in rekeyed.items():
-            # A row an earlier segment of this batch created is not among the rows read.
-            before = stored.pop(old, None)
-            delta.rekey(old, new, before)
-            if before is not None:
-                stored[new] = replace(before, order_id=new)
     if merged:
         conn.execute(DELETE_MERGED_REQUESTS, {"ids": merged})
-        for old in merged:
-            delta.touch(old, stored.pop(old, None))
     if step.orders:
         conn.execute(UPSERT_ORDERS, order_params(step.orders))
         result.orders_written += len(step.orders)
-        stat_dates.update(daily_sums.utc_date(o.created_at) for o in step.orders)
-        for order in step.orders:
-            delta.touch(order.order_id, stored.get(order.order_id))
-    for order_id in step.placeholder_ids:  # their created_at may have moved
-        delta.touch(order_id, stored.get(order_id))
     sent: list[tuple[psycopg.Cursor[dict[str, Any]], list[str]]] = []
     if step.fills:
         fills = [(f, side) for _, f, side in step.fills]
         sent.append((conn.execute(INSERT_FILLS, fill_params(fills)), [f.fill_id for f, _ in fills]))
         result.fills_inserted += len(fills)
-        delta.fill_order_ids.update(f.order_id for f, _ in fills)
     if step.positions:
         conn.execute(UPSERT_POSITIONS, position_params(step.positions))
         result.positions_written += len(step.positions)
     if step.fill_effects:
         effects = step.fill_effects
-        stat_dates.update(daily_sums.utc_date(f.timestamp) for f, _ in effects)
-        pnl = conn.execute(
+        conn.execute(
             INSERT_FILL_PNL,
             array_params(
                 {
@@ -575,20 +546,17 @@ def _write_step(
                 }
             ),
         )
-        delta.pnl.append(pnl)
     if step.trips:
         conn.execute(INSERT_ROUND_TRIPS, trip_params(step.trips))
     return sent
 
 
-def _check_fills_new(
-    sent: list[tuple[psycopg.Cursor[dict[str, Any]], list[str]]], delta: StatsDelta
-) -> None:
+def _check_fills_new(sent: list[tuple[psycopg.Cursor[dict[str, Any]], list[str]]]) -> None:
     """Read the fills' INSERT results: every fill the fold applied must have been inserted now
-    (``ON CONFLICT DO NOTHING`` is the database's own record of what was applied)."""
+    (``ON CONFLICT DO NOTHING`` is the database's own record of what was applied; the
+    statistics count exactly the fold's new fills, so a skipped one rolls the batch back)."""
     for cursor, fill_ids in sent:
         rows = cursor.fetchall()
-        delta.fills.extend(rows)
         if len(rows) != len(fill_ids):
             inserted = {row["fill_id"] for row in rows}
             raise StaleFoldError([f for f in fill_ids if f not in inserted])

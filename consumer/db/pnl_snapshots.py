@@ -1,7 +1,9 @@
 """P&L snapshots: per-symbol event clocks, snapshot parts and the snapshot rows.
 
 A batch is cut where a symbol's events cross an HOURLY/DAILY boundary (``snapshots.py``, pure);
-before a crossing event the symbol's state is kept as a *part*, and after the batch's writes
+before a crossing event the symbol's state is kept as a *part* (its position as the fold holds
+it, its round-trip and fill totals as read before the batch plus the batch's own so far:
+``write_parts``), and after the batch's writes
 the rows it may have changed are recomputed from the parts and the current state, never added
 up from earlier rows (lessons.md #7). The lock order and why concurrent batches end right:
 ``plan_snapshots`` and docs/scaling.md "P&L snapshots".
@@ -17,7 +19,8 @@ from typing import Any
 
 import psycopg
 
-from consumer import snapshots
+from consumer import accounting, snapshots, step_terms
+from consumer.db.rows import array_params
 from consumer.errors import (
     SchemaNotReadyError,
 )
@@ -74,7 +77,8 @@ ON CONFLICT (symbol) DO UPDATE SET event_time = greatest(c.event_time, EXCLUDED.
 """
 
 
-# One symbol's snapshot state as it stands (the terms of INSERT_SNAPSHOT, per symbol).
+# One symbol's snapshot state as it stands (the terms of INSERT_SNAPSHOT, per symbol): what a
+# part holds (``step_terms.part_values`` computes it from the fold and SELECT_PART_BASES).
 _SYMBOL_STATE = """
 SELECT s.symbol, p.symbol IS NOT NULL AS has_position,
        coalesce(p.realized_pnl_usdt, 0) AS realized,
@@ -93,22 +97,34 @@ LEFT JOIN (SELECT symbol, sum(quantity * price) AS volume, coalesce(sum(fees_usd
 """
 
 
-# Before a crossing event of each symbol: its state, valid for boundaries in (after, until].
-WRITE_SNAPSHOT_PARTS = (
-    """
-WITH w AS (SELECT * FROM unnest(%(symbol)s::varchar[], %(after)s::timestamptz[],
-                                %(until)s::timestamptz[]) AS w(symbol, after_time, until_time)),
-st AS ("""
-    + _SYMBOL_STATE.format(symbols="(SELECT DISTINCT symbol FROM w)")
-    + """)
+# The totals of the symbols a batch writes parts of, as they stand before the batch (the part
+# adds the batch's own fills and round trips before it, ``FoldStep.symbol_totals``): the terms of
+# _SYMBOL_STATE that the fold cannot know, per symbol by its indexes (a LATERAL aggregate each).
+SELECT_PART_BASES = """
+SELECT s.symbol, t.trades, t.winning, t.losing, coalesce(v.volume, 0) AS volume,
+       coalesce(v.fees, 0) AS fees
+FROM unnest(%(symbols)s::varchar[]) AS s(symbol),
+     LATERAL (SELECT count(*) AS trades,
+                     count(*) FILTER (WHERE r.realized_pnl_usdt > 0) AS winning,
+                     count(*) FILTER (WHERE r.realized_pnl_usdt < 0) AS losing
+              FROM paper_round_trips r WHERE r.symbol = s.symbol) AS t,
+     LATERAL (SELECT sum(f.quantity * f.price) AS volume, coalesce(sum(f.fees_usdt), 0) AS fees
+              FROM paper_fills f WHERE f.symbol = s.symbol) AS v
+"""
+
+
+# Before a crossing event of each symbol: its state, valid for boundaries in (after, until]
+# (the values ``write_parts`` computed; the first part of a range stays, as in a redelivery).
+INSERT_SNAPSHOT_PARTS = """
 INSERT INTO paper_pnl_snapshot_parts (symbol, after_time, until_time, has_position, realized,
                                       unrealized, trades, winning, losing, volume, fees)
-SELECT w.symbol, w.after_time, w.until_time, st.has_position, st.realized, st.unrealized,
-       st.trades, st.winning, st.losing, st.volume, st.fees
-FROM w JOIN st USING (symbol)
+SELECT * FROM unnest(
+    %(symbol)s::varchar[], %(after)s::timestamptz[], %(until)s::timestamptz[],
+    %(has_position)s::boolean[], %(realized)s::numeric[], %(unrealized)s::numeric[],
+    %(trades)s::int[], %(winning)s::int[], %(losing)s::int[], %(volume)s::numeric[],
+    %(fees)s::numeric[])
 ON CONFLICT (symbol, until_time) DO NOTHING
 """
-)
 
 
 # New HOURLY/DAILY rows; REFRESH_SNAPSHOTS computes their values in the same transaction.
@@ -353,3 +369,41 @@ def take_snapshot(
         {"time": moment, "type": kind, "start_balance": start_balance, "source": source},
     )
     return len(cursor.fetchall())
+
+
+def part_base_from_row(row: dict[str, Any]) -> step_terms.SymbolTotals:
+    return step_terms.SymbolTotals(
+        row["trades"], row["winning"], row["losing"], row["volume"], row["fees"]
+    )
+
+
+def write_parts(
+    conn: psycopg.Connection[dict[str, Any]],
+    parts: Sequence[snapshots.Part],
+    positions: dict[str, accounting.Position],
+    totals: dict[str, step_terms.SymbolTotals],
+) -> None:
+    """Send the parts of symbols about to cross: each symbol's position as the fold holds it
+    (written by the batch's earlier segments) and its totals (before the batch, plus the
+    batch's steps so far)."""
+    params: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "symbol", "after", "until", "has_position", "realized", "unrealized", "trades",
+            "winning", "losing", "volume", "fees",
+        )
+    }  # fmt: skip
+    for part in parts:
+        values = step_terms.part_values(positions.get(part.symbol), totals.get(part.symbol))
+        params["symbol"].append(part.symbol)
+        params["after"].append(part.after)
+        params["until"].append(part.until)
+        params["has_position"].append(values.has_position)
+        params["realized"].append(values.realized)
+        params["unrealized"].append(values.unrealized)
+        params["trades"].append(values.trades)
+        params["winning"].append(values.winning)
+        params["losing"].append(values.losing)
+        params["volume"].append(values.volume)
+        params["fees"].append(values.fees)
+    conn.execute(INSERT_SNAPSHOT_PARTS, array_params(params))

@@ -1,17 +1,18 @@
 """The incremental daily statistics step of a batch (``paper_trading_stats``).
 
-The batch remembers the state each order row had before it (read FOR UPDATE), the fills and
-per-fill P&L rows it inserted (as their INSERTs returned them), and reads its order rows back as
-they end up; ``daily_sums.py`` turns that into signed per-date terms, added to
-``paper_stats_sums`` (exact per-date counts and numeric sums, migration 005); the touched stats
-rows are derived from the sums, so each equals a full re-aggregation (``REAGGREGATE_STATS``, the
-reference) at a cost that grows with the batch, not with the day. One advisory lock serialises
-this last step of concurrent writers.
+Each fold step computes its signed per-date terms from the order rows before and after it, the
+fills and per-fill P&L it adds and the latency of older fills whose order's ``created_at`` moved
+(``FoldStep.stat_terms``: ``step_terms.py``, ``daily_sums.py``, the digits PostgreSQL stores);
+``write_stats`` adds the batch's terms to ``paper_stats_sums`` (exact per-date counts and
+numeric sums, migration 005); the touched stats rows are derived from the sums, so each equals
+a full re-aggregation (``REAGGREGATE_STATS``, the reference) at a cost that grows with the
+batch, not with the day. One advisory lock serialises this last step of concurrent writers
+(the terms are deltas of rows the batch holds locked; only their addition to the per-date sums
+and the cumulative P&L across dates need the other writers' commits, so they stay in SQL).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -19,9 +20,6 @@ import psycopg
 
 from consumer import daily_sums
 from consumer.db.rows import array_params
-from consumer.orders import (
-    OrderState,
-)
 
 # Serialise the statistics step of concurrent writers: under READ COMMITTED the statements after
 # the lock see every row committed by a writer that held it before us (cumulative P&L spans
@@ -88,22 +86,6 @@ ON CONFLICT (stat_date) DO UPDATE SET
     avg_fee_pct = EXCLUDED.avg_fee_pct, avg_latency_ms = EXCLUDED.avg_latency_ms,
     total_volume_usdt = EXCLUDED.total_volume_usdt, total_fees_usdt = EXCLUDED.total_fees_usdt,
     daily_pnl_usdt = EXCLUDED.daily_pnl_usdt, updated_at = now()
-"""
-
-
-# The order rows the daily statistics of a batch depend on, as they stand after its writes
-# (consumer/daily_sums.py: its orders now, and the orders of the fills it inserted).
-SELECT_ORDERS_FOR_STATS = """
-SELECT order_id, created_at, status, slippage_pct
-FROM paper_orders WHERE order_id = ANY(%(ids)s::varchar[])
-"""
-
-
-# The older fills of orders whose created_at a batch moved (a placeholder replaced or resized):
-# their latency moves with it. By the order_id index.
-SELECT_OLDER_FILL_TIMES = """
-SELECT order_id, filled_at FROM paper_fills
-WHERE order_id = ANY(%(ids)s::varchar[]) AND NOT fill_id = ANY(%(new_fill_ids)s::varchar[])
 """
 
 
@@ -267,104 +249,26 @@ GENERIC_PLAN_NEXT = "SET LOCAL plan_cache_mode = force_generic_plan"
 CUSTOM_PLANS_AGAIN = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 
-@dataclass
-class StatsDelta:
-    """What one batch changed that the daily statistics depend on (``daily_sums.py``).
-
-    ``before`` holds, by the order's current id, the state each order row the batch writes (or
-    deletes) had before the batch, as read FOR UPDATE the first time the batch touches it;
-    ``created`` the ids of rows the batch inserted; ``fill_order_ids`` the orders of the fills
-    it inserts; ``fills`` the rows ``INSERT_FILLS`` returned (the fills inserted now, with their
-    stored amounts and fee %; filled in before ``sums``); ``pnl`` the cursors of
-    ``INSERT_FILL_PNL`` (read at the end, so that pipeline mode need not wait for them).
-    The order rows as they stand after the batch are read back by id (a deleted one is simply
-    not found): every term comes from stored values."""
-
-    before: dict[str, OrderState] = field(default_factory=dict)
-    # The batch's order rows as read at its start (re-keyed and merged rows follow their key).
-    stored: dict[str, OrderState] = field(default_factory=dict)
-    created: set[str] = field(default_factory=set)
-    fill_order_ids: set[str] = field(default_factory=set)
-    fills: list[dict[str, Any]] = field(default_factory=list)
-    pnl: list[psycopg.Cursor[dict[str, Any]]] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.before or self.created or self.fill_order_ids or self.pnl)
-
-    def touch(self, order_id: str, stored: OrderState | None) -> None:
-        """The row ``order_id`` (``stored`` before this statement, None if new) is written."""
-        if order_id in self.before or order_id in self.created:
-            return
-        if stored is None:
-            self.created.add(order_id)
-        else:
-            self.before[order_id] = stored
-
-    def rekey(self, old: str, new: str, stored: OrderState | None) -> None:
-        self.touch(old, stored)
-        if old in self.before:
-            self.before[new] = self.before.pop(old)
-        else:
-            self.created.discard(old)
-            self.created.add(new)
-
-    def read_orders(
-        self, conn: psycopg.Connection[dict[str, Any]]
-    ) -> psycopg.Cursor[dict[str, Any]] | None:
-        """Send the read of the order rows as they stand now (after every write of the batch);
-        its result is read by ``sums``."""
-        ids = {*self.before, *self.created, *self.fill_order_ids}
-        if not ids:
-            return None
-        return conn.execute(SELECT_ORDERS_FOR_STATS, {"ids": sorted(ids)})
-
-    def sums(
-        self,
-        conn: psycopg.Connection[dict[str, Any]],
-        orders: psycopg.Cursor[dict[str, Any]] | None,
-    ) -> daily_sums.BatchSums:
-        """The batch's signed terms by date: its orders now (+) and before (-), the fills and
-        P&L rows it inserted (+), and the latency of older fills of orders it moved (+/-)."""
-        now = {
-            r["order_id"]: daily_sums.OrderRow(r["created_at"], r["status"], r["slippage_pct"])
-            for r in (orders.fetchall() if orders is not None else [])
-        }
-        terms = daily_sums.BatchSums()
-        for order_id in {*self.before, *self.created}:
-            if order_id in now:
-                terms.add_order(now[order_id], 1)
-        was = {
-            order_id: daily_sums.OrderRow(o.created_at, o.status.value, o.slippage_pct)
-            for order_id, o in self.before.items()
-        }
-        for old_row in was.values():
-            terms.add_order(old_row, -1)
-        for fill in self.fills:
-            order = now.get(fill["order_id"])
-            if order is not None:  # the reference joins each fill to its order
-                terms.add_fill(
-                    fill["filled_at"], order.created_at, fill["volume"], fill["fees"],
-                    fill["fee_pct"],
-                )  # fmt: skip
-        moved = {
-            order_id: (was[order_id].created_at, now[order_id].created_at)
-            for order_id in was
-            if order_id in now and now[order_id].created_at != was[order_id].created_at
-        }
-        if moved:
-            older = conn.execute(
-                SELECT_OLDER_FILL_TIMES,
-                {"ids": sorted(moved), "new_fill_ids": [f["fill_id"] for f in self.fills]},
-            ).fetchall()
-            for row in older:
-                old, new = moved[row["order_id"]]
-                terms.add_latency(row["filled_at"], new, 1)
-                terms.add_latency(row["filled_at"], old, -1)
-        for cursor in self.pnl:
-            for row in cursor.fetchall():
-                terms.add_pnl(row["filled_at"], row["realized_pnl_usdt"])
-        return terms
+def write_stats(
+    conn: psycopg.Connection[dict[str, Any]], terms: daily_sums.BatchSums
+) -> list[date]:
+    """Add a batch's terms (its fold steps', ``FoldStep.stat_terms``) to ``paper_stats_sums``
+    and rewrite the stats rows of every date they name; returns those dates. Under
+    ``LOCK_STATS``: the sums only ever get a writer's deltas added, and each row is derived
+    from the sums and the committed daily P&L, so concurrent writers add up exactly."""
+    dates = sorted(terms.dates())
+    if not dates:
+        return []
+    changed = terms.changed()
+    conn.execute(LOCK_STATS)
+    conn.execute(GENERIC_PLAN_NEXT)
+    if changed:
+        conn.execute(APPLY_STATS_SUMS, sums_params(changed))
+    written = conn.execute(WRITE_STATS_FROM_SUMS, {"dates": dates}).fetchone()
+    conn.execute(CUSTOM_PLANS_AGAIN)
+    if written is None or written["later"]:
+        conn.execute(REFRESH_CUMULATIVE_PNL, {"from": dates[0]})
+    return dates
 
 
 def sums_params(changed: dict[date, daily_sums.DaySums]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
 
 from consumer import accounting, daily_sums
 from consumer.events import FillEvent
@@ -41,21 +41,28 @@ _HUNDRED = Decimal(100)
 _MIN_SIG_DIGITS, _DEC_DIGITS, _MAX_DISPLAY_SCALE = 16, 4, 1000
 
 
+_QUANTA: dict[int, Decimal] = {}
+_TRUNCATING: dict[int, Context] = {}
+
+
+def _quantum(places: int) -> Decimal:
+    quantum = _QUANTA.get(places)
+    if quantum is None:
+        quantum = _QUANTA[places] = Decimal(1).scaleb(-places)
+    return quantum
+
+
 def column(value: Decimal, places: int = AMOUNT_PLACES) -> Decimal:
     """``value`` as a ``DECIMAL(_, places)`` column stores it: rounded half away from zero
     (``ROUND_HALF_UP`` on the magnitude), with exactly ``places`` decimals."""
-    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=_EXACT)
-
-
-def _exponent(value: Decimal) -> int:
-    if not value.is_finite():
-        raise ValueError(f"not a finite number: {value}")
-    return int(value.as_tuple().exponent)
+    return value.quantize(_quantum(places), rounding=ROUND_HALF_UP, context=_EXACT)
 
 
 def _scale(value: Decimal) -> int:
-    """PostgreSQL's display scale of the value (``value`` as a numeric of its digits)."""
-    return max(0, -_exponent(value))
+    """PostgreSQL's display scale of ``value`` (a numeric of its digits)."""
+    if not value.is_finite():
+        raise ValueError(f"not a finite number: {value}")
+    return max(0, -int(value.as_tuple().exponent))
 
 
 def _weight_and_first_digit(value: Decimal) -> tuple[int, int]:
@@ -68,36 +75,43 @@ def _weight_and_first_digit(value: Decimal) -> tuple[int, int]:
     return weight, first
 
 
-def division_scale(dividend: Decimal, divisor: Decimal) -> int:
-    """``select_div_scale``: the scale PostgreSQL gives ``dividend / divisor``."""
+def division_scale(
+    dividend: Decimal, divisor: Decimal, scales: tuple[int, int] | None = None
+) -> int:
+    """``select_div_scale``: the scale PostgreSQL gives ``dividend / divisor`` (``scales``:
+    the operands' display scales, when known)."""
     weight1, first1 = _weight_and_first_digit(dividend)
     weight2, first2 = _weight_and_first_digit(divisor)
     quotient_weight = weight1 - weight2
     if first1 <= first2:
         quotient_weight -= 1
-    scale = _MIN_SIG_DIGITS - quotient_weight * _DEC_DIGITS
-    scale = max(scale, _scale(dividend), _scale(divisor), 0)
+    scale1, scale2 = scales if scales is not None else (_scale(dividend), _scale(divisor))
+    scale = max(_MIN_SIG_DIGITS - quotient_weight * _DEC_DIGITS, scale1, scale2, 0)
     return min(scale, _MAX_DISPLAY_SCALE)
 
 
-def numeric_divide(dividend: Decimal, divisor: Decimal) -> Decimal:
+def numeric_divide(
+    dividend: Decimal, divisor: Decimal, scales: tuple[int, int] | None = None
+) -> Decimal:
     """``dividend / divisor`` as PostgreSQL's ``numeric_div`` computes it (``divisor`` != 0):
-    the exact quotient rounded half away from zero at ``division_scale`` decimals."""
-    scale = division_scale(dividend, divisor)
-    n_exp, d_exp = _exponent(dividend), _exponent(divisor)
-    numerator = abs(int(dividend.scaleb(-n_exp, _EXACT)))  # the digits, as integers
-    denominator = abs(int(divisor.scaleb(-d_exp, _EXACT)))
-    # quotient * 10^scale = numerator * 10^(n_exp - d_exp + scale) / denominator
-    shift = n_exp - d_exp + scale
-    if shift >= 0:
-        numerator *= 10**shift
-    else:
-        denominator *= 10**-shift
-    quotient, remainder = divmod(numerator, denominator)
-    if 2 * remainder >= denominator:
-        quotient += 1
-    negative = (dividend < 0) != (divisor < 0) and quotient != 0
-    return Decimal(f"{'-' if negative else ''}{quotient}E-{scale}")
+    the exact quotient rounded half away from zero at ``division_scale`` decimals.
+
+    The quotient is first truncated at least one digit past that scale, then rounded: the
+    truncated digits are >= 5 exactly when the exact remainder is >= half a unit, so the one
+    rounding is the exact quotient's."""
+    scale = division_scale(dividend, divisor, scales)
+    if dividend.is_zero():
+        return Decimal(0).scaleb(-scale)
+    # |quotient| < 10^(adjusted difference + 1): this many digits reach scale + 1 decimals.
+    digits = max(dividend.adjusted() - divisor.adjusted() + scale + 2, 1)
+    context = _TRUNCATING.get(digits)
+    if context is None:
+        context = _TRUNCATING[digits] = Context(
+            prec=digits, rounding=ROUND_DOWN, Emax=MAX_EMAX, Emin=MIN_EMIN
+        )
+    quotient = context.divide(dividend, divisor)
+    rounded = quotient.quantize(_quantum(scale), rounding=ROUND_HALF_UP, context=_EXACT)
+    return rounded.copy_abs() if rounded.is_zero() else rounded  # no "-0" in PostgreSQL
 
 
 def fill_volume(fill: FillEvent) -> Decimal:
@@ -105,11 +119,15 @@ def fill_volume(fill: FillEvent) -> Decimal:
     return _EXACT.multiply(column(fill.quantity), column(fill.price))
 
 
+_FEE_SCALES = (AMOUNT_PLACES, 2 * AMOUNT_PLACES)  # fees_usdt, quantity * price
+
+
 def fee_pct(fees: Decimal, volume: Decimal) -> Decimal | None:
-    """``fees_usdt / (quantity * price) * 100`` of stored values; None for a zero volume."""
+    """``fees_usdt / (quantity * price) * 100`` of stored values (``column`` and
+    ``fill_volume``: scales 8 and 16); None for a zero volume."""
     if volume.is_zero():
         return None
-    return _EXACT.multiply(numeric_divide(fees, volume), _HUNDRED)
+    return _EXACT.multiply(numeric_divide(fees, volume, _FEE_SCALES), _HUNDRED)
 
 
 def order_row(order: OrderState) -> daily_sums.OrderRow:

@@ -449,8 +449,8 @@ class Fold:
             older = times.get(key)
             if before is None or not older:
                 continue
-            # A re-keyed row's fills follow it (ON UPDATE CASCADE); a merged request row has
-            # none (``is_request_row``: nothing filled).
+            # Only bot request rows move, and they have no fills (``is_request_row``: nothing
+            # filled; the foreign key would refuse re-keying one): kept general all the same.
             target = step.moved.get(key, key)
             after = written.get(target) if target is not None else None
             if target is not None and target != key:

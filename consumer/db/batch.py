@@ -184,6 +184,10 @@ SELECT symbol, quantity, avg_entry_price, current_price, realized_pnl_usdt, entr
        exit_trades, opened_at, closed_at, metadata::text AS metadata
 FROM paper_positions
 WHERE symbol = ANY(%(symbols)s::varchar[])
+   -- a bot result that names no symbol fills on its stored order's symbol
+   OR symbol IN (SELECT o.symbol FROM paper_orders o
+                 WHERE o.order_id = ANY(%(unnamed_ids)s::varchar[])
+                    OR o.client_id = ANY(%(unnamed_clients)s::varchar[]))
 ORDER BY symbol
 FOR UPDATE
 """
@@ -452,6 +456,8 @@ def _read_state(
     client_ids: set[str] = set()
     fill_ids: set[str] = set(known_fills)
     symbols: set[str] = set(part_symbols)
+    unnamed_ids: set[str] = set()  # results naming no symbol: their orders' symbols are read
+    unnamed_clients: set[str] = set()
     for item in items:
         event = item.event
         if isinstance(event, OrderEvent):
@@ -459,8 +465,13 @@ def _read_state(
             if isinstance(event, OrderRequestEvent | OrderResultEvent):
                 if event.client_id:
                     client_ids.add(event.client_id)
-                if isinstance(event, OrderResultEvent) and event.symbol is not None:
-                    symbols.add(event.symbol)
+                if isinstance(event, OrderResultEvent):
+                    if event.symbol is not None:
+                        symbols.add(event.symbol)
+                    else:
+                        unnamed_ids.add(event.order_id)
+                        if event.client_id:
+                            unnamed_clients.add(event.client_id)
         elif isinstance(event, FillEvent):
             order_ids.add(event.order_id)
             fill_ids.add(event.fill_id)
@@ -483,7 +494,16 @@ def _read_state(
         else None
     )
     positions = (
-        conn.execute(SELECT_POSITIONS_FOR_UPDATE, {"symbols": sorted(symbols)}) if symbols else None
+        conn.execute(
+            SELECT_POSITIONS_FOR_UPDATE,
+            {
+                "symbols": sorted(symbols),
+                "unnamed_ids": sorted(unnamed_ids),
+                "unnamed_clients": sorted(unnamed_clients),
+            },
+        )
+        if symbols or unnamed_ids
+        else None
     )
     bases = (
         conn.execute(SELECT_PART_BASES, {"symbols": list(part_symbols)}) if part_symbols else None

@@ -504,3 +504,27 @@ def test_any_delivery_history_of_bot_messages_ends_in_the_reference_state(
     finally:
         client.delete(*stream_of.values(), base.dlq_stream, base.marks_stream or "")
         client.close()
+
+
+def test_a_result_without_a_symbol_adds_to_its_orders_stored_position(
+    settings: Settings, redis_client, db_url
+):
+    """A result that names no symbol makes its fill on the stored order's symbol: that
+    position is read (and locked) like any other, never started afresh over the stored row."""
+    first = result("MOCK_00000011", quantity="1.0", filled="0.4", price="100.0",
+                   status="PARTIAL", ts=T0, client_id="BTCUSDT-11")  # fmt: skip
+    other = result("MOCK_00000012", quantity="1.0", price="100.0", ts=T0 + 1)
+    publish(redis_client, settings.fills_stream, first)
+    publish(redis_client, settings.fills_stream, other)
+    run_until_idle(settings)
+    assert position(db_url, "BTCUSDT") == (D("1.4"), D(100), D(0))
+
+    rest = result("MOCK_00000011", quantity="1.0", filled="1.0", price="100.0",
+                  status="FILLED", ts=T0 + 5, client_id="BTCUSDT-11")  # fmt: skip
+    del rest["symbol"]
+    publish(redis_client, settings.fills_stream, rest)
+    run_until_idle(settings)
+    assert dead_letters(redis_client, settings.dlq_stream) == []
+    assert fills_of(db_url, "MOCK_00000011")[-1][:2] == ("MOCK_00000011:1", D("0.6"))
+    assert position(db_url, "BTCUSDT") == (D(2), D(100), D(0))
+    assert_stats_equal_full_reaggregation(db_url)

@@ -4,8 +4,11 @@
 nothing, so the loop carries no metrics code and no prometheus import. ``metrics.Metrics`` is the
 Prometheus implementation (counters, histograms, health state). Contract for implementers:
 
-- every method is called on the worker's thread and must return quickly, never raise and never
-  block on I/O (the worker is mid-batch);
+- every method must return quickly, never raise and never block on I/O (the worker is
+  mid-batch); with pipelined commits (``pipeline_commits``) ``batch_committed``, ``retry`` and
+  ``server_state`` are also called on the worker's committer thread, so an implementation must
+  be thread-safe (``metrics.Metrics`` is: prometheus_client's metrics are, the rest is locked or
+  written by one thread only);
 - nothing passed here is secret, but entry ids and reasons are free text: an implementation must
   not turn them into metric labels.
 """

@@ -95,6 +95,9 @@ class Outages:
         self._jitter = jitter
         self._pause = pause if pause is not None else shutdown.pause
         self._down: dict[Server, bool] = {"postgres": False, "redis": False}
+        # The worker's thread and its committer thread both call through here: a state change
+        # is logged once whichever thread sees it.
+        self._lock = threading.Lock()
 
     def down(self, server: Server) -> bool:
         """Whether the last call to ``server`` found it unreachable."""
@@ -123,8 +126,9 @@ class Outages:
         try:
             value = call()
         except unavailable as exc:
-            if not self._down[server]:
-                self._down[server] = True
+            with self._lock:
+                went, self._down[server] = not self._down[server], True
+            if went:
                 self.log.error(f"{server}_unavailable", error=str(exc))
                 self.observer.server_state(server, available=False)
             self.observer.retry(server)
@@ -132,8 +136,9 @@ class Outages:
                 raise ShutdownTimeoutError from exc
             self._pause(self._jitter(0, delay_ms) / 1000)
             raise
-        if self._down[server]:
-            self._down[server] = False
+        with self._lock:
+            back, self._down[server] = self._down[server], False
+        if back:
             self.log.warning(f"{server}_available")
             self.observer.server_state(server, available=True)
         return value

@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     claim_idle_s: float = Field(default=60.0, gt=0)
     claim_interval_s: float = Field(default=10.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)
+    # Overlap the commit of a batch with reading and parsing the next (consumer/worker.py): a
+    # committer thread writes, commits and acks batch N while the next is read and parsed; one
+    # batch in flight, acked after its commit, in read order. false: the sequential loop.
+    pipeline_commits: bool = True
 
     # --- Sharding (consumer/shards.py, consumer/leases.py; docs/scaling.md) ------------------
     # 0: the plain streams, as always. N: the streams `<name>.{0}` .. `<name>.{N-1}`, each

@@ -7,6 +7,8 @@ fills) and the entries dead-lettered; ``--until-idle`` and ``worker_stopped`` pr
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,12 +61,19 @@ class LagSample:
 
 
 class Tally:
-    """Adds each batch to ``totals`` and logs its ``batch_committed`` line."""
+    """Adds each batch to ``totals`` and logs its ``batch_committed`` line. ``batch`` runs on
+    the worker's committer thread when commits are pipelined: read the counts with
+    ``snapshot()`` (a consistent copy) from any other thread."""
 
     def __init__(self, lag: Callable[[], int | None], log: Any) -> None:
         self.totals = Totals()
+        self._lock = threading.Lock()
         self._lag = LagSample(lag)
         self._log = log
+
+    def snapshot(self) -> Totals:
+        with self._lock:
+            return dataclasses.replace(self.totals)
 
     def batch(
         self,
@@ -78,13 +87,14 @@ class Tally:
         orders = sum(r.orders_written for r in results)
         fills = sum(r.fills_inserted for r in results)
         duplicates = sum(r.fills_duplicate for r in results)
-        totals = self.totals
-        totals.entries += len(batch)
-        totals.orders += orders
-        totals.fills += fills
-        totals.duplicates += duplicates
-        totals.dead_lettered += len(dead)
-        totals.batches += 1
+        with self._lock:
+            totals = self.totals
+            totals.entries += len(batch)
+            totals.orders += orders
+            totals.fills += fills
+            totals.duplicates += duplicates
+            totals.dead_lettered += len(dead)
+            totals.batches += 1
         self._log.info(
             "batch_committed",
             lag=self._lag(),

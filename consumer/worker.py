@@ -18,6 +18,31 @@ Reads top to bottom (``run`` → ``_step`` → ``_process``):
   returns. If that cannot happen within ``shutdown_grace_s`` it gives up without acking (the
   entries stay pending and are redelivered; their effects are idempotent).
 
+Pipelined commits (``pipeline_commits``, on by default; issue #20). Two stages overlap: the
+worker's thread reads batch N+1 and parses it (sort, validate) while the committer thread
+(``committer.py``) writes batch N, commits it, dead-letters and acknowledges it, and reports it.
+The hand-off holds one batch: N+1 is handed over only once N is acknowledged, so at most one
+batch is in flight and one parsed ahead, batches commit in the order they were read, and an
+entry is acknowledged only after its own commit. A batch that PostgreSQL refuses is split inside
+the committer; an outage while committing N is retried there while the reader, N+1 parsed (not
+folded), waits at the hand-off. An error of the committer is raised in the worker's thread at
+the next hand-off. What must not overlap a commit:
+
+- **our pending list**: the batch in flight is pending under our consumer name until its ack.
+  The order gate asks ``pending_owners`` with the ack held off (``_ack_lock``) and counts only
+  our entries beyond the batch in flight (all of its entries, dead letters included: they are
+  acked in the same MULTI); only those mean a drain. Whenever the reader re-reads our pending
+  list (``reader.draining``: at start, after a failed read or a claim) the worker first waits
+  for the committer (``_settle``): a re-read from ``0`` would otherwise hand out the batch in
+  flight a second time. Draining is rare, so the steady backlog keeps the overlap.
+- **the rest that looks at the group or the store as a whole** — dead-lettering trimmed claimed
+  entries, the idle tick (snapshots by the wall clock), ``until_idle``'s drained check, stop —
+  waits for the committer first too: each runs when idle, so it costs no overlap.
+
+``pipeline_commits=False`` is the plain loop: each batch committed before the next is read.
+The batch size (``batch_size.py``) sees each batch's parse + commit time, in the pipeline one
+batch late (the last one committed when the next is handed over).
+
 What is not the loop lives beside it: ``outages.py`` (backoff, the shutdown grace),
 ``tally.py`` (totals, the ``batch_committed`` line), ``batch_size.py`` (the size limit),
 ``losses.py`` (data lost in Redis, the eviction-policy check), ``merge.py`` (stream order),
@@ -26,13 +51,16 @@ What is not the loop lives beside it: ``outages.py`` (backoff, the shutdown grac
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from consumer import dialect, events
 from consumer.batch_size import BatchSizer, mean_entry_bytes
+from consumer.committer import Committer
 from consumer.errors import RejectedByDatabaseError
 from consumer.fold import BatchResult
 from consumer.logs import get_logger
@@ -67,8 +95,19 @@ class Store(Protocol):
         ...
 
 
+@dataclass
+class Parsed:
+    """A batch read and parsed (stream order), on its way to the committer."""
+
+    batch: list[RawEntry]
+    parsed: list[ParsedEntry]
+    dead: list[tuple[RawEntry, str]]
+    parse_s: float
+
+
 class Worker:
-    """One consumer in the group. Not thread-safe except for ``stop()``.
+    """One consumer in the group. Not thread-safe except for ``stop()``; with
+    ``pipeline_commits`` it runs a committer thread of its own during ``run``.
 
     ``log``: the logger every line of this worker goes to (default: bound to ``component`` and
     ``consumer``); a caller adding context (a shard) binds it once and passes it here."""
@@ -117,10 +156,17 @@ class Worker:
         self._dialect = dialect_options(settings)
         self._next_claim = 0.0
         self._next_tick = 0.0
+        self.pipelined = settings.pipeline_commits
+        self._committer: Committer[Parsed] | None = None
+        # Held while acknowledging and while the order gate reads the pending list, so the gate
+        # knows exactly how many of our pending entries are the batch in flight.
+        self._ack_lock = threading.Lock()
+        self._in_flight = 0  # entries handed to the committer and not yet acknowledged
+        self._last_batch_s: float | None = None  # parse + commit time of the last batch
 
     @property
     def totals(self) -> Totals:
-        return self.tally.totals
+        return self.tally.snapshot()
 
     # -- control --------------------------------------------------------------------------------
 
@@ -148,6 +194,8 @@ class Worker:
             batch_max_bytes=self.settings.batch_max_bytes,
             batch_max_wait_ms=self.settings.batch_max_wait_ms,
         )
+        if self.pipelined:
+            self._committer = Committer(self._commit, name=f"committer-{self.stream.consumer}")
         try:
             while not self.stopping:
                 self.observer.heartbeat()
@@ -155,9 +203,15 @@ class Worker:
                 had_work = self._step()
                 if until_idle and not had_work and self._drained():
                     break
+            self._settle()  # the batch in flight commits and is acked before run returns
         except ShutdownTimeoutError:
             self.log.error("shutdown_grace_expired", grace_s=self.settings.shutdown_grace_s)
             return EXIT_GRACE_EXPIRED
+        except BaseException:
+            self.shutdown.request()  # the committer's retries end within the grace period
+            raise
+        finally:
+            self._close_committer()
         totals = self.totals
         self.log.info(
             "worker_stopped",
@@ -177,13 +231,16 @@ class Worker:
         if not self.reader.draining and not self.reader.in_hand and self._order_gate_closed():
             return True
         draining = self.reader.draining
+        if draining:
+            self._settle()  # a re-read of our pending list must not find the batch in flight
         batch = self.reader.next_batch()
         if batch:
-            started = time.perf_counter()
-            self._process(batch)
+            item = self._prepare(batch)
+            self._hand_off(item)
+            seconds = self._last_batch_s
             self.reader.limit = self.sizer.after(
                 full=self.reader.full,
-                seconds=time.perf_counter() - started,
+                seconds=item.parse_s if seconds is None else seconds,
                 mean_bytes=mean_entry_bytes(batch),
             )
             return True
@@ -192,19 +249,62 @@ class Worker:
         return draining  # an empty read while draining is still work: new entries come next
 
     def _process(self, batch: list[RawEntry]) -> None:
-        """One batch: parse → write in one transaction → dead-letter and ack → report."""
+        """One batch, here and now: parse → write in one transaction → dead-letter and ack →
+        report (the committer must be idle: ``_settle``)."""
+        self._commit(self._prepare(batch))
+
+    def _prepare(self, batch: list[RawEntry]) -> Parsed:
+        """The first stage: sort (stream id order; on a tie, orders before fills before
+        marks, the configured order) and parse."""
         started = time.perf_counter()
-        # Stream id order; on a tie, orders before fills before marks (the configured order).
         batch.sort(key=self._order)
         parsed, dead = self._parse_all(batch)
+        return Parsed(batch, parsed, dead, time.perf_counter() - started)
+
+    def _hand_off(self, item: Parsed) -> None:
+        """Commit ``item`` now, or (pipelined) hand it to the committer once the batch in
+        flight is acknowledged (its error raised here)."""
+        committer = self._committer
+        if committer is None:
+            self._commit(item)
+            return
+        committer.wait()
+        with self._ack_lock:
+            self._in_flight = len(item.batch)
+        committer.submit(item)
+
+    def _settle(self) -> None:
+        """Wait until the batch in flight (if any) is committed and acknowledged; raise the
+        committer's error if it failed."""
+        if self._committer is not None:
+            self._committer.wait()
+
+    def _close_committer(self) -> None:
+        committer, self._committer = self._committer, None
+        if committer is None:
+            return
+        error = committer.close()
+        if error is not None:  # only when run is failing already: say what the committer hit
+            self.log.error("committer_failed", error=repr(error))
+
+    def _commit(self, item: Parsed) -> None:
+        """The second stage: write in one transaction (split on refusal) → dead-letter and
+        ack in one MULTI → report. Runs on the committer thread when pipelined."""
+        started = time.perf_counter() - item.parse_s  # durations cover parse + commit
+        batch, parsed, dead = item.batch, item.parsed, item.dead
         isolated: list[tuple[ParsedEntry, str]] = []
         results = self._write_or_split(parsed, isolated) if parsed else []
         not_applied = [*isolated, *(r for result in results for r in result.rejected)]
-        dead.extend((item.raw, reason) for item, reason in not_applied)
-        skipped = {item.key for item, _ in not_applied}
+        dead.extend((entry.raw, reason) for entry, reason in not_applied)
+        skipped = {entry.key for entry, _ in not_applied}
         committed: list[EntryKey] = [p.key for p in parsed if p.key not in skipped]
 
-        self.outages.retry("redis", lambda: self.stream.dead_letter_and_ack(dead, committed))
+        def ack() -> None:
+            with self._ack_lock:
+                self.stream.dead_letter_and_ack(dead, committed)
+                self._in_flight = 0
+
+        self.outages.retry("redis", ack)
         for entry, reason in dead:
             self.log.warning(
                 "entry_dead_lettered",
@@ -214,13 +314,15 @@ class Worker:
                 deliveries=entry.deliveries,
             )
         self.tally.batch(batch, results, dead, started)
-        self.observer.batch_committed(batch, parsed, dead, results, time.perf_counter() - started)
+        self._last_batch_s = time.perf_counter() - started
+        self.observer.batch_committed(batch, parsed, dead, results, self._last_batch_s)
 
     # -- read: claims, the order gate, idle ticks -----------------------------------------------
 
     def _drained(self) -> bool:
         if self.reader.draining:
             return False
+        self._settle()
         return self.outages.retry("redis", self.stream.pending_count) == 0
 
     def _order_gate_closed(self) -> bool:
@@ -228,8 +330,9 @@ class Worker:
         reply was lost, or a dead consumer's batch): positions need stream order. Ours are
         drained from the start; another consumer's are claimed now if they are idle long
         enough — if not, wait a little and return True (nothing is read this step)."""
-        owners = self.outages.retry("redis", self.stream.pending_owners)
+        owners = self.outages.retry("redis", self._pending_owners)
         if owners.get(self.stream.consumer):
+            self._settle()
             self.reader.drain_own_pending()
         elif owners:
             self._next_claim = 0.0
@@ -237,6 +340,18 @@ class Worker:
                 self.shutdown.wait(min(self.settings.block_ms / 1000, 0.1))
                 return True
         return False
+
+    def _pending_owners(self) -> dict[str, int]:
+        """``pending_owners`` without the batch in flight: the ack waits meanwhile, so every
+        entry of that batch is still pending under our name and is taken off our count."""
+        with self._ack_lock:
+            in_flight = self._in_flight
+            owners = self.stream.pending_owners()
+        me = self.stream.consumer
+        beyond = owners.pop(me, 0) - in_flight
+        if beyond > 0:
+            owners[me] = beyond
+        return owners
 
     def _claim_if_due(self) -> bool:
         """Every ``claim_interval_s``, take over what other consumers left pending longer than
@@ -254,6 +369,7 @@ class Worker:
             ),
         )
         if claimed.gone:
+            self._settle()
             self._process(claimed.gone)
         if not claimed.taken:
             return False
@@ -267,6 +383,7 @@ class Worker:
         if now < self._next_tick:
             return
         self._next_tick = now + 1.0
+        self._settle()  # snapshots by the wall clock follow what is committed
         written = self.outages.retry("postgres", lambda: self.store.tick(datetime.now(UTC)))
         if written:
             self.log.info("snapshots_taken", count=written, source="wall_clock")

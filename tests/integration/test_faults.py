@@ -605,10 +605,14 @@ def _outage(rig: Rig, proxy: TcpProxy, settings: Settings, trades: Trades, serve
     return logs
 
 
-def test_postgres_unreachable_mid_run_then_back(rig):
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "sequential"])
+def test_postgres_unreachable_mid_run_then_back(rig, pipelined):
     trades = Trades(seed=33, prefix="p")
     with TcpProxy(postgres_target(rig.db_url)) as proxy:
-        settings = fast_settings(postgres_via(rig.db_url, proxy), rig.redis_url, rig.names, "pg")
+        settings = fast_settings(
+            postgres_via(rig.db_url, proxy), rig.redis_url, rig.names, "pg",
+            pipeline_commits=pipelined,
+        )  # fmt: skip
         logs = _outage(rig, proxy, settings, trades, "postgres")
     assert proxy.refused > 0, "the cut never refused a connection"
     # One line per state change, not one per retry.
@@ -624,10 +628,14 @@ def _outage_events(logs: list[dict[str, Any]]) -> list[str]:
 # ------------------------------------------------------------------------------ 4. Redis cut
 
 
-def test_redis_connection_cut_mid_run_then_back(rig):
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "sequential"])
+def test_redis_connection_cut_mid_run_then_back(rig, pipelined):
     trades = Trades(seed=44, prefix="r")
     with TcpProxy(redis_target(rig.redis_url)) as proxy:
-        settings = fast_settings(rig.db_url, redis_via(rig.redis_url, proxy), rig.names, "redis")
+        settings = fast_settings(
+            rig.db_url, redis_via(rig.redis_url, proxy), rig.names, "redis",
+            pipeline_commits=pipelined,
+        )  # fmt: skip
         logs = _outage(rig, proxy, settings, trades, "redis")
     assert count_events(logs, "redis_unavailable") == 1, _outage_events(logs)
     assert count_events(logs, "redis_available") == 1, _outage_events(logs)

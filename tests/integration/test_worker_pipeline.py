@@ -358,7 +358,8 @@ def test_a_backlog_of_a_busy_and_a_sparse_stream_is_drained_in_full_batches(
 ):
     """Real Redis and PostgreSQL: three orders for each fill, 1,200 entries waiting. Entries
     read but held back for stream order never exceed two batches (they piled up by ~27 % of
-    each read before), batches stay at least half full, and every row is there."""
+    each read before; pipelined, one more batch is read while one commits), batches stay at
+    least half full, and every row is there."""
     for n in range(300):
         for k in range(3):
             publish(redis_client, settings.orders_stream, {
@@ -380,7 +381,8 @@ def test_a_backlog_of_a_busy_and_a_sparse_stream_is_drained_in_full_batches(
 
         worker.store.write_batch = watch
         assert worker.run(until_idle=True) == 0
-    assert max(read_ahead) <= 2 * limit, read_ahead
+    ahead = 3 if fast.pipeline_commits else 2  # pipelined: one more batch read meanwhile
+    assert max(read_ahead) <= ahead * limit, read_ahead
     assert len(read_ahead) <= 1200 // (limit // 2) + 2  # at least half full
     (counts,) = rows(db_url, "SELECT (SELECT count(*) FROM paper_orders) AS orders, "
                              "(SELECT count(*) FROM paper_fills) AS fills")  # fmt: skip

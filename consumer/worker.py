@@ -193,6 +193,7 @@ class Worker:
             batch_min_entries=self.sizer.floor,
             batch_max_bytes=self.settings.batch_max_bytes,
             batch_max_wait_ms=self.settings.batch_max_wait_ms,
+            pipeline_commits=self.pipelined,
         )
         if self.pipelined:
             self._committer = Committer(self._commit, name=f"committer-{self.stream.consumer}")

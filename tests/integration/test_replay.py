@@ -221,13 +221,6 @@ def test_ties_in_a_file_follow_the_configured_stream_order(tmp_path, settings: S
     assert skipped == {"somebody.else": 1}
 
 
-def test_render_bar():
-    assert replay.render_bar(50, 200, 1000.0, 0.15) == (
-        f"replay [{'#' * 8}{'.' * 22}]  25% 50/200 1,000/s ETA 0:00"
-    )
-    assert replay.render_bar(50, None, 10.0, None) == "replay 50 entries 10/s"
-
-
 def test_fields_that_are_not_utf8_are_dead_lettered_by_a_replay_as_live(
     settings: Settings, redis_url: str, make_database, tmp_path: Path
 ):

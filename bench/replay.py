@@ -5,7 +5,7 @@
 1. publishes N synthetic events (``consumer.publisher.Publisher``, fixed seed) into fresh streams;
 2. exports them to a .jsonl.gz archive (``replay.export``);
 3. replays the archive into an empty migrated database (``replay.replay``, one transaction,
-   ``--engine batches`` (default) or ``bulk``);
+   ``--engine bulk`` (default) or ``batches``);
 4. copies every paper-table row that replay produced (orders, fills, positions, fill P&L,
    round trips, statistics, snapshots: ``_common.COPIED``, as ``bench/throughput.py`` does)
    into another empty migrated database (indexes and constraints in place) with COPY FROM
@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--chunk-size", type=int, default=replay.DEFAULT_CHUNK_SIZE)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--engine", choices=replay.ENGINES, default="batches")
+    parser.add_argument("--engine", choices=replay.ENGINES, default=replay.DEFAULT_ENGINE)
     args = parser.parse_args()
     configure("json", "warning")
 

@@ -13,11 +13,12 @@ the live worker's logic, only without a consumer group:
 - the fold's results do not depend on batch boundaries (see ``fold.py``), so one global pass
   in stream order equals the worker's many batches.
 
-That is the default engine, ``batches``. ``--engine bulk`` (opt-in until it has proved
-identical, tests/integration/test_bulk_replay.py) folds the whole history into one ``Fold`` in
-memory, COPYs the final rows and derives snapshots and statistics set-based in SQL, in the same
-transaction (``db/bulk.py``); a row PostgreSQL refuses fails the whole bulk replay instead of
-being set aside.
+That is the ``batches`` engine (``--engine batches``). The default engine, ``bulk``
+(identical rows: tests/integration/test_bulk_replay.py and the replay-identical tests run both),
+runs the same fold over the whole history in one pass, COPYs the rows (orders and fills as soon
+as they are final, from a writer thread, so reading and folding overlap the COPY) and derives
+snapshots and statistics set-based in SQL, in the same transaction (``db/bulk.py``); a row
+PostgreSQL refuses fails the whole bulk replay instead of being set aside.
 
 Invalid entries are counted and listed (log events ``replay_entry_invalid`` and the summary), never
 written to Redis: a replay has no side effects outside the target database.
@@ -72,6 +73,7 @@ from consumer.worker import dialect_options, stream_kinds
 Source = Literal["redis", "file", "ledger"]
 Engine = Literal["batches", "bulk"]
 ENGINES: tuple[Engine, ...] = ("batches", "bulk")
+DEFAULT_ENGINE: Engine = "bulk"
 
 DEFAULT_CHUNK_SIZE = 10_000
 PROGRESS_LOG_INTERVAL_S = 5.0
@@ -428,13 +430,12 @@ def replay(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress_out: TextIO | None = None,
     wrap_source: Callable[[Iterator[RawEntry]], Iterator[RawEntry]] | None = None,
-    engine: Engine = "batches",
+    engine: Engine = DEFAULT_ENGINE,
 ) -> ReplaySummary:
     """Rebuild the paper tables of ``target_dsn`` (default: the configured database) from
     ``spec``; see the module docstring. ``wrap_source`` lets tests interpose on the entries.
-    ``engine``: ``batches`` (the live batch writer per chunk) or ``bulk`` (one in-memory fold,
-    COPY of the final rows, statistics and snapshots in SQL: ``db/bulk.py``; opt-in until it
-    has proved identical)."""
+    ``engine``: ``bulk`` (the default: one in-memory fold, COPY of the rows, statistics and
+    snapshots in SQL: ``db/bulk.py``) or ``batches`` (the live batch writer per chunk)."""
     if engine not in ENGINES:
         raise ValueError(f"replay engine {engine!r}: choose one of {', '.join(ENGINES)}")
     dsn = target_dsn or settings.database_dsn()
@@ -591,6 +592,7 @@ def _flush(
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_ENGINE",
     "ENGINES",
     "Engine",
     "ExportSummary",

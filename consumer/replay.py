@@ -446,6 +446,7 @@ def replay(
     )
     target.open()  # refuses here, before any reading, when a worker is connected or rows exist
     progress: Progress | None = None
+    bulk: db.BulkWriter | None = None
     try:
         entries, total = open_source(settings, spec, skipped=summary.skipped)
         if wrap_source is not None:
@@ -454,7 +455,6 @@ def replay(
         log.info("replay_started", source=summary.source, total=total, reset=reset, engine=engine)
         started = time.perf_counter()
         writer: Writer = target
-        bulk: db.BulkWriter | None = None
         if engine == "bulk":
             bulk = db.BulkWriter(
                 target.connection, group=settings.group, start_balance=settings.start_balance_usdt
@@ -474,6 +474,8 @@ def replay(
         log.warning("replay_interrupted", entries=summary.entries, rolled_back=True)
         raise
     finally:
+        if bulk is not None:
+            bulk.close()  # the writer thread stops before the rollback (or after the commit)
         if progress is not None:
             progress.close()
         target.close()

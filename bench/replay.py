@@ -5,7 +5,7 @@
 1. publishes N synthetic events (``consumer.publisher.Publisher``, fixed seed) into fresh streams;
 2. exports them to a .jsonl.gz archive (``replay.export``);
 3. replays the archive into an empty migrated database (``replay.replay``, one transaction,
-   ``--engine batches`` (default) or ``bulk``);
+   ``--engine bulk`` (default) or ``batches``);
 4. copies every paper-table row that replay produced (orders, fills, positions, fill P&L,
    round trips, statistics, snapshots: ``_common.COPIED``, as ``bench/throughput.py`` does)
    into another empty migrated database (indexes and constraints in place) with COPY FROM
@@ -25,7 +25,9 @@ bench/replay-profile.txt.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +39,43 @@ from consumer.logs import configure
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import COPIED, copy_ceiling, scratch, synthetic_archive
 
+
+class PeakRss:
+    """The largest resident set size of this process while it runs (sampled every 50 ms with
+    psutil, else ru_maxrss: the process's peak, publishing and export included)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.start = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        try:
+            import psutil  # noqa: PLC0415 - optional, bench only
+
+            self._process: object | None = psutil.Process()
+        except ImportError:
+            self._process = None
+
+    def _rss(self) -> int:
+        if self._process is None:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return int(self._process.memory_info().rss)  # type: ignore[attr-defined]
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> PeakRss:
+        self.start = self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
 # The baseline of the numbers before 2026-11-26: the three tables the seed's writers produce.
 SEED_TABLES = ("paper_orders", "paper_fills", "paper_positions")
 
@@ -47,7 +86,10 @@ def main() -> int:
     parser.add_argument("--chunk-size", type=int, default=replay.DEFAULT_CHUNK_SIZE)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--engine", choices=replay.ENGINES, default="batches")
+    parser.add_argument("--engine", choices=replay.ENGINES, default=replay.DEFAULT_ENGINE)
+    parser.add_argument(
+        "--no-copy-baseline", action="store_true", help="skip the raw COPY (long runs: RSS only)"
+    )
     args = parser.parse_args()
     configure("json", "warning")
 
@@ -64,9 +106,14 @@ def main() -> int:
                 profiler = Profiler()
                 profiler.start()
             cpu_started = time.process_time()
-            summary = replay.replay(
-                settings, spec, target_dsn=replay_db, chunk_size=args.chunk_size, engine=args.engine
-            )
+            with PeakRss() as rss:
+                summary = replay.replay(
+                    settings,
+                    spec,
+                    target_dsn=replay_db,
+                    chunk_size=args.chunk_size,
+                    engine=args.engine,
+                )
             cpu_s = time.process_time() - cpu_started
             if args.profile:
                 profiler.stop()
@@ -75,6 +122,16 @@ def main() -> int:
                 print(f"profile written to {out}")
         print(f"engine={args.engine} {summary.describe()}")
 
+        mib = 1 << 20
+        memory = (
+            f"replay RSS: peak {rss.peak / mib:.0f} MiB (before it {rss.start / mib:.0f} MiB; "
+            f"process peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)"
+        )
+        if args.no_copy_baseline:
+            cpu_us = cpu_s / summary.entries * 1e6
+            print(f"replay process CPU: {cpu_s:.3f} s = {cpu_us:.1f} us/entry")
+            print(memory)
+            return 0
         seed_db = s.database("copyseed", template)
         seed_s, _ = copy_ceiling(replay_db, seed_db, {t: COPIED[t] for t in SEED_TABLES})
         copy_s, counts = copy_ceiling(replay_db, copy_db)
@@ -95,6 +152,7 @@ def main() -> int:
         # CPU seconds of this process (parsing, folding, psycopg): what load from others
         # on a shared machine changes least; PostgreSQL's own work is not in it.
         print(f"replay process CPU: {cpu_s:.3f} s = {cpu_s / summary.entries * 1e6:.1f} us/entry")
+        print(memory)
     return 0
 
 

@@ -376,10 +376,11 @@ def _add_replay_and_export(commands: Any) -> None:
     )
     replay.add_argument(
         "--engine",
-        choices=["batches", "bulk"],
-        default="batches",
-        help="batches: the live batch writer per chunk (default); bulk: fold the whole history "
-        "in memory, COPY the final rows, statistics and snapshots in SQL (opt-in)",
+        choices=["bulk", "batches"],
+        default="bulk",
+        help="bulk (default): one fold over the whole history, rows COPYed as they become "
+        "final, statistics and snapshots in SQL; batches: the live batch writer per chunk "
+        "(splits a chunk PostgreSQL refuses and sets the entry aside)",
     )
     export = commands.add_parser(
         "export", help="stream a range of the streams to a JSON Lines archive (.gz: gzip)"

@@ -176,8 +176,17 @@ class _Book:
     def pop(self, order_id: str) -> OrderState:
         state = self.rows.pop(order_id)
         if state.client_id is not None:
-            self.by_client.get(state.client_id, set()).discard(order_id)
+            ids = self.by_client.get(state.client_id)
+            if ids is not None:
+                ids.discard(order_id)
+                if not ids:
+                    del self.by_client[state.client_id]
         return state
+
+    def load(self, state: OrderState) -> None:
+        """A stored row taken in (not dirty: it is what is stored)."""
+        self.rows[state.order_id] = state
+        self._index(state)
 
     def request_row(self, client_id: str) -> OrderState | None:
         """The row still standing for the bot request ``client_id`` alone, if any."""
@@ -235,6 +244,52 @@ class Fold:
     @property
     def orders(self) -> dict[str, OrderState]:
         return self._book.rows
+
+    def load(
+        self,
+        orders: dict[str, OrderState],
+        stored_fills: dict[str, FillVersion | None],
+        *,
+        filled: dict[str, Decimal],
+        fill_times: dict[str, list[datetime]],
+    ) -> None:
+        """Take in stored state between steps, as the constructor takes it (a bounded writer
+        gives back what it evicted, ``evict``): rows and fills the fold holds already are kept
+        as they are (theirs is newer); ``filled`` and ``fill_times`` count for the new rows."""
+        book = self._book
+        for order_id, state in orders.items():
+            if order_id in book.rows:
+                continue
+            book.load(state)
+            self._written_orders[order_id] = state
+            self._stored_orders.add(order_id)
+            if order_id in filled:
+                self._filled[order_id] = filled[order_id]
+            if order_id in fill_times:
+                self._fill_times[order_id] = list(fill_times[order_id])
+        for fill_id, version in stored_fills.items():
+            if fill_id in self._fills:
+                continue
+            self._fills.add(fill_id)
+            if version is not None:
+                self._versions[fill_id] = version
+
+    def evict(self, order_ids: Sequence[str], fill_ids: Sequence[str]) -> None:
+        """Forget orders (and their fills) that are stored and final, between steps: what the
+        fold keeps of them (rows, the client index, filled quantities, fill times, applied fill
+        ids and values). An entry naming one later needs it ``load``-ed back first."""
+        book = self._book
+        for order_id in order_ids:
+            book.pop(order_id)
+            book.dirty.discard(order_id)
+            self._written_orders.pop(order_id, None)
+            self._stored_orders.discard(order_id)
+            self._filled.pop(order_id, None)
+            self._fill_times.pop(order_id, None)
+        for fill_id in fill_ids:
+            self._fills.discard(fill_id)
+            self._applied.pop(fill_id, None)
+            self._versions.pop(fill_id, None)
 
     def apply(self, items: Sequence[ParsedEntry], result: BatchResult) -> FoldStep:
         """Fold ``items`` (in stream order) in; outcomes go to ``result`` (rejected entries with

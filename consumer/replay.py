@@ -13,11 +13,12 @@ the live worker's logic, only without a consumer group:
 - the fold's results do not depend on batch boundaries (see ``fold.py``), so one global pass
   in stream order equals the worker's many batches.
 
-That is the default engine, ``batches``. ``--engine bulk`` (opt-in until it has proved
-identical, tests/integration/test_bulk_replay.py) folds the whole history into one ``Fold`` in
-memory, COPYs the final rows and derives snapshots and statistics set-based in SQL, in the same
-transaction (``db/bulk.py``); a row PostgreSQL refuses fails the whole bulk replay instead of
-being set aside.
+That is the ``batches`` engine (``--engine batches``). The default engine, ``bulk``
+(identical rows: tests/integration/test_bulk_replay.py and the replay-identical tests run both),
+runs the same fold over the whole history in one pass, COPYs the rows (orders and fills as soon
+as they are final, from a writer thread, so reading and folding overlap the COPY) and derives
+snapshots and statistics set-based in SQL, in the same transaction (``db/bulk.py``); a row
+PostgreSQL refuses fails the whole bulk replay instead of being set aside.
 
 Invalid entries are counted and listed (log events ``replay_entry_invalid`` and the summary), never
 written to Redis: a replay has no side effects outside the target database.
@@ -56,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, TextIO
 
+from tqdm import tqdm
+
 from consumer import archive, db, events, migrations, stream
 from consumer.errors import ReplaySourceError
 from consumer.fold import BatchResult
@@ -70,6 +73,7 @@ from consumer.worker import dialect_options, stream_kinds
 Source = Literal["redis", "file", "ledger"]
 Engine = Literal["batches", "bulk"]
 ENGINES: tuple[Engine, ...] = ("batches", "bulk")
+DEFAULT_ENGINE: Engine = "bulk"
 
 DEFAULT_CHUNK_SIZE = 10_000
 PROGRESS_LOG_INTERVAL_S = 5.0
@@ -263,13 +267,14 @@ def export(
 
 
 # --------------------------------------------------------------------------------------------
-# Progress: a bar with rate and ETA on a terminal, periodic log lines elsewhere
+# Progress: a tqdm bar on a terminal, periodic structured log lines elsewhere
 # --------------------------------------------------------------------------------------------
 
 
 class Progress:
-    """Counts entries; draws ``[####....] 42% 12,345/29,000 8,100/s ETA 0:02`` on a terminal
-    (redrawn at most every 0.2 s, on ``out``), else logs ``replay_progress`` every 5 s."""
+    """Counts entries. On a terminal: a tqdm bar on ``out`` (entries, rate, ETA when the total
+    is known; redrawn at most every 0.2 s). Elsewhere (a pipe, a log collector): a structured
+    ``replay_progress`` log line every 5 s (entries, total, entries_per_s, eta_s), no bar."""
 
     def __init__(
         self, total: int | None, *, out: TextIO | None = None, tty: bool | None = None
@@ -280,56 +285,53 @@ class Progress:
         self._tty = self._out.isatty() if tty is None else tty
         self._started = time.monotonic()
         self._last = self._started
+        self._bar: tqdm[Any] | None = None
+        if self._tty:
+            self._bar = tqdm(
+                total=total,
+                file=self._out,
+                desc="replay",
+                unit=" entries",
+                unit_scale=True,
+                mininterval=TTY_REDRAW_INTERVAL_S,
+                dynamic_ncols=True,
+                leave=True,
+            )
 
     def advance(self, n: int) -> None:
         self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
         now = time.monotonic()
-        interval = TTY_REDRAW_INTERVAL_S if self._tty else PROGRESS_LOG_INTERVAL_S
-        if now - self._last >= interval:
+        if now - self._last >= PROGRESS_LOG_INTERVAL_S:
             self._last = now
-            self._show(now)
+            self._log(now)
 
-    def _rate(self, now: float) -> float:
+    def _log(self, now: float) -> None:
         elapsed = now - self._started
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-    def _show(self, now: float) -> None:
-        rate = self._rate(now)
+        rate = self.done / elapsed if elapsed > 0 else 0.0
         eta_s: float | None = None
         if self.total and rate > 0:
             eta_s = max(0.0, (self.total - self.done) / rate)
-        if not self._tty:
-            log.info(
-                "replay_progress",
-                entries=self.done,
-                total=self.total,
-                entries_per_s=round(rate),
-                eta_s=None if eta_s is None else round(eta_s, 1),
-            )
-            return
-        self._out.write("\r" + render_bar(self.done, self.total, rate, eta_s))
-        self._out.flush()
+        log.info(
+            "replay_progress",
+            entries=self.done,
+            total=self.total,
+            entries_per_s=round(rate),
+            eta_s=None if eta_s is None else round(eta_s, 1),
+        )
 
     def finish(self) -> None:
-        if self._tty:
-            now = time.monotonic()
-            self._out.write("\r" + render_bar(self.done, self.total, self._rate(now), 0.0) + "\n")
-            self._out.flush()
+        """The bar's last state, left on the terminal (a no-op elsewhere)."""
+        self.close()
 
-
-def render_bar(
-    done: int, total: int | None, rate: float, eta_s: float | None, width: int = 30
-) -> str:
-    """One line of progress (pure, for tests)."""
-    tail = f"{rate:,.0f}/s"
-    if eta_s is not None:
-        minutes, seconds = divmod(round(eta_s), 60)
-        tail += f" ETA {minutes}:{seconds:02d}"
-    if not total:
-        return f"replay {done:,} entries {tail}"
-    share = min(1.0, done / total)
-    filled = round(width * share)
-    return f"replay [{'#' * filled}{'.' * (width - filled)}] {share:4.0%} {done:,}/{total:,} {tail}"
+    def close(self) -> None:
+        """Stop drawing (idempotent; also on an interrupted replay, so the terminal is left on a
+        fresh line)."""
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            bar.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,13 +430,12 @@ def replay(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress_out: TextIO | None = None,
     wrap_source: Callable[[Iterator[RawEntry]], Iterator[RawEntry]] | None = None,
-    engine: Engine = "batches",
+    engine: Engine = DEFAULT_ENGINE,
 ) -> ReplaySummary:
     """Rebuild the paper tables of ``target_dsn`` (default: the configured database) from
     ``spec``; see the module docstring. ``wrap_source`` lets tests interpose on the entries.
-    ``engine``: ``batches`` (the live batch writer per chunk) or ``bulk`` (one in-memory fold,
-    COPY of the final rows, statistics and snapshots in SQL: ``db/bulk.py``; opt-in until it
-    has proved identical)."""
+    ``engine``: ``bulk`` (the default: one in-memory fold, COPY of the rows, statistics and
+    snapshots in SQL: ``db/bulk.py``) or ``batches`` (the live batch writer per chunk)."""
     if engine not in ENGINES:
         raise ValueError(f"replay engine {engine!r}: choose one of {', '.join(ENGINES)}")
     dsn = target_dsn or settings.database_dsn()
@@ -444,6 +445,8 @@ def replay(
         dsn, group=settings.group, reset=reset, start_balance=settings.start_balance_usdt
     )
     target.open()  # refuses here, before any reading, when a worker is connected or rows exist
+    progress: Progress | None = None
+    bulk: db.BulkWriter | None = None
     try:
         entries, total = open_source(settings, spec, skipped=summary.skipped)
         if wrap_source is not None:
@@ -452,7 +455,6 @@ def replay(
         log.info("replay_started", source=summary.source, total=total, reset=reset, engine=engine)
         started = time.perf_counter()
         writer: Writer = target
-        bulk: db.BulkWriter | None = None
         if engine == "bulk":
             bulk = db.BulkWriter(
                 target.connection, group=settings.group, start_balance=settings.start_balance_usdt
@@ -465,7 +467,17 @@ def replay(
         target.commit()
         summary.seconds = time.perf_counter() - started
         progress.finish()
+    except KeyboardInterrupt:
+        # Ctrl-C: nothing was committed; close() below rolls the transaction back.
+        if progress is not None:
+            progress.close()
+        log.warning("replay_interrupted", entries=summary.entries, rolled_back=True)
+        raise
     finally:
+        if bulk is not None:
+            bulk.close()  # the writer thread stops before the rollback (or after the commit)
+        if progress is not None:
+            progress.close()
         target.close()
     for name, count in sorted(summary.skipped.items()):
         log.warning("replay_stream_skipped", stream=name, entries=count)
@@ -582,6 +594,7 @@ def _flush(
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_ENGINE",
     "ENGINES",
     "Engine",
     "ExportSummary",
@@ -595,6 +608,5 @@ __all__ = [
     "file_entries",
     "open_source",
     "redis_entries",
-    "render_bar",
     "replay",
 ]

@@ -29,7 +29,8 @@ PostgreSQL refuses fails the whole bulk replay, which rolls back. Memory grows w
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -38,15 +39,31 @@ import psycopg
 
 from consumer import accounting, snapshots
 from consumer.bulk_fold import BulkBook, PartRow, first_per_key
+from consumer.db.batch import (
+    SELECT_FILLS_BY_ORDER,
+    SELECT_ORDERS_AND_CLIENTS_FOR_UPDATE,
+    SELECT_STORED_FILLS,
+    UPSERT_ORDERS,
+)
+from consumer.db.copier import Copier, Job, copy_job, copy_rows, execute_job
 from consumer.db.pnl_snapshots import (
     CREATE_SNAPSHOT_ROWS,
     ENSURE_CLOCK_ROW,
     REFRESH_SNAPSHOTS,
     SELECT_CLOCK_FOR_UPDATE,
 )
-from consumer.db.rows import ORDER_COLUMNS, dumps
+from consumer.db.rows import (
+    ORDER_COLUMNS,
+    dumps,
+    fill_version_from_row,
+    order_from_row,
+    order_params,
+)
 from consumer.db.stats import REAGGREGATE_STATS, RECOMPUTE_STATS_SUMS, REFRESH_CUMULATIVE_PNL
-from consumer.fold import BatchResult, Fold, FoldStep
+from consumer.dialect import OrderRequestEvent, OrderResultEvent, is_request_row
+from consumer.events import TERMINAL_STATUSES, FillEvent, OrderEvent
+from consumer.fold import BatchResult, FillVersion, Fold, FoldStep
+from consumer.id_filter import IdFilter
 from consumer.orders import OrderState
 from consumer.records import ParsedEntry
 
@@ -116,9 +133,30 @@ FROM unnest(%(stream)s::varchar[], %(last_id)s::varchar[], %(entries)s::bigint[]
 """
 
 
+# The stored fills of orders loaded back (``_reload``): every fill id of theirs is applied
+# already, a result's derived fill included (its id is its order's and its growth).
+SELECT_FILLS_OF_ORDERS = """
+SELECT fill_id, order_id, symbol, metadata->>'side' AS side, quantity, price, fees_usdt,
+       fee_type, filled_at
+FROM paper_fills WHERE order_id = ANY(%(ids)s::varchar[])
+"""
+
+
+@dataclass(slots=True)
+class _Held:
+    """The rows of one order's new fills, held until its own row is written (the foreign key)."""
+
+    fills: list[tuple[Any, ...]] = field(default_factory=list)
+    pnl: list[tuple[Any, ...]] = field(default_factory=list)
+    trips: list[tuple[Any, ...]] = field(default_factory=list)
+
+
 class BulkWriter:
-    """Folds chunks in memory (``write``) and writes every table at the end (``finish``) on
-    ``conn``, inside the caller's transaction (see the module doc)."""
+    """Folds chunks into one ``Fold`` (``write``), hands the rows that are final to the writer
+    thread as it goes, and writes the rest at the end (``finish``) on ``conn``, inside the
+    caller's transaction (see the module doc). ``close()`` stops the writer thread (always
+    call it, also when the replay fails). ``evict=False``: keep every order in memory until
+    the end (the behaviour before eviction, for comparisons)."""
 
     def __init__(
         self,
@@ -126,27 +164,37 @@ class BulkWriter:
         *,
         group: str,
         start_balance: Decimal | None = None,
+        evict: bool = True,
     ) -> None:
         self._conn = conn
         self._group = group
         self._start_balance = start_balance
+        self._evict = evict
         self._fold = Fold({}, {}, set())
         self._book = BulkBook()
         self._clocks: dict[str, datetime] = {}
         self._boundaries: set[snapshots.Boundary] = set()
         self._parts: list[PartRow] = []
-        self._fills: list[tuple[Any, ...]] = []
-        self._fill_pnl: list[tuple[Any, ...]] = []
-        self._trips: list[tuple[Any, ...]] = []
+        self._held: dict[str, _Held] = {}  # per order id in memory: its fills' rows
+        self._fill_ids: dict[str, list[str]] = {}  # per order id in memory: its fills' ids
+        self._stored: set[str] = set()  # orders in memory that were written (and loaded back)
+        self._evicted_orders = IdFilter()
+        self._evicted_clients = IdFilter()
+        self._evicted_fills = IdFilter()
+        self._copier = Copier(conn)
         self._offsets: dict[str, int] = {}
         self._last_ids: dict[str, str] = {}
         self._any = False
+        self.evicted = 0
+        self.reloaded = 0
 
     def write(self, items: Sequence[ParsedEntry]) -> list[BatchResult]:
-        """Fold one chunk (in stream order) in; nothing is sent to the database yet."""
+        """Fold one chunk (in stream order) in; the rows it made final go to the writer thread."""
         if not items:
             return []
         self._any = True
+        if self._evict:
+            self._reload(items)
         result = BatchResult()
         plan = snapshots.plan_by_symbol(
             [(i, i.event.symbol, i.event.timestamp) for i in items], self._clocks
@@ -154,6 +202,7 @@ class BulkWriter:
         self._clocks.update(plan.clocks)
         self._boundaries.update(plan.boundaries)
         fold, book = self._fold, self._book
+        touched: set[str] = set()
         for segment in plan.segments:
             for part in segment.parts_before:
                 self._parts.append(book.part(part.symbol, part.after, part.until, fold.positions))
@@ -164,12 +213,134 @@ class BulkWriter:
                 result.positions_written += len(step.positions)
                 book.add_step(step)
                 self._keep(step)
+                touched.update(o.order_id for o in step.orders)
         self._count_offsets(items)
+        if self._evict:
+            self._send_final(touched)
         return [result]
 
+    def _reload(self, items: Sequence[ParsedEntry]) -> None:
+        """Load back, as the live writer reads stored state (``batch._read_state``'s queries and
+        row conversions), the evicted orders and fills the chunk's entries may name: the ids
+        the filters may hold, confirmed by the database (after the writer thread drained: the
+        same transaction, so its COPYed rows are seen)."""
+        order_ids, client_ids, fill_ids = self._maybe_evicted(items)
+        if not (order_ids or client_ids or fill_ids):
+            return
+        self._copier.drain()
+        self._load(order_ids, client_ids, fill_ids)
+
+    def _maybe_evicted(self, items: Sequence[ParsedEntry]) -> tuple[set[str], set[str], set[str]]:
+        """The order ids, client ids and fill ids the chunk names that are not in memory and
+        that the filters may hold."""
+        rows = self._fold.orders
+        applied = self._fold_fills()
+        order_ids: set[str] = set()
+        client_ids: set[str] = set()
+        fill_ids: set[str] = set()
+        may_order, may_client = self._evicted_orders.maybe, self._evicted_clients.maybe
+        for item in items:
+            event = item.event
+            if isinstance(event, OrderEvent):
+                if event.order_id not in rows and may_order(event.order_id):
+                    order_ids.add(event.order_id)
+                if isinstance(event, OrderRequestEvent | OrderResultEvent) and event.client_id:
+                    client = event.client_id
+                    if may_client(client) or (client not in rows and may_order(client)):
+                        client_ids.add(client)
+                        order_ids.add(client)
+            elif isinstance(event, FillEvent):
+                if event.order_id not in rows and may_order(event.order_id):
+                    order_ids.add(event.order_id)
+                if event.fill_id not in applied and self._evicted_fills.maybe(event.fill_id):
+                    fill_ids.add(event.fill_id)
+        return order_ids, client_ids, fill_ids
+
+    def _load(self, order_ids: set[str], client_ids: set[str], fill_ids: set[str]) -> None:
+        rows = self._fold.orders
+        conn = self._conn
+        ids, clients = sorted(order_ids), sorted(client_ids)
+        stored = {
+            r["order_id"]: order_from_row(r)
+            for r in conn.execute(
+                SELECT_ORDERS_AND_CLIENTS_FOR_UPDATE, {"ids": ids, "client_ids": clients}
+            ).fetchall()
+            if r["order_id"] not in rows
+        }
+        versions: dict[str, FillVersion | None] = {}
+        if fill_ids:
+            for r in conn.execute(SELECT_STORED_FILLS, {"ids": sorted(fill_ids)}).fetchall():
+                versions[r["fill_id"]] = fill_version_from_row(r)
+        filled: dict[str, Decimal] = {}
+        times: dict[str, list[datetime]] = {}
+        if stored:
+            loaded = sorted(stored)
+            for r in conn.execute(SELECT_FILLS_OF_ORDERS, {"ids": loaded}).fetchall():
+                versions.setdefault(r["fill_id"], fill_version_from_row(r))
+                self._fill_ids.setdefault(r["order_id"], []).append(r["fill_id"])
+            for r in conn.execute(
+                SELECT_FILLS_BY_ORDER, {"ids": loaded, "client_ids": []}
+            ).fetchall():
+                filled[r["order_id"]] = r["filled"]
+                times[r["order_id"]] = list(r["times"])
+        self._fold.load(stored, versions, filled=filled, fill_times=times)
+        self._stored.update(stored)
+        self.reloaded += len(stored)
+
+    def _fold_fills(self) -> set[str]:
+        return self._fold._fills
+
+    def _send_final(self, touched: set[str]) -> None:
+        """Evict the orders this chunk made final (terminal, not a bare bot request row, not a
+        placeholder) and hand their rows, then their fills' rows, and the chunk's parts to the
+        writer thread."""
+        rows = self._fold.orders
+        final = sorted(
+            oid
+            for oid in touched
+            if oid in rows
+            and rows[oid].status in TERMINAL_STATUSES
+            and not rows[oid].is_placeholder
+            and not is_request_row(rows[oid])
+        )
+        jobs: list[Job] = []
+        if final:
+            orders = [rows[oid] for oid in final]
+            jobs.extend(self._order_jobs(orders))
+            held = [self._held.pop(oid) for oid in final if oid in self._held]
+            jobs.extend(_held_jobs(held))
+            fill_ids = [f for oid in final for f in self._fill_ids.pop(oid, ())]
+            self._fold.evict(final, fill_ids)
+            self._evicted_orders.update(final)
+            self._evicted_clients.update(o.client_id for o in orders if o.client_id is not None)
+            self._evicted_fills.update(fill_ids)
+            self._stored.difference_update(final)
+            self.evicted += len(final)
+        if self._parts:
+            jobs.append(copy_job(COPY_PARTS, [p.values() for p in first_per_key(self._parts)]))
+            self._parts = []
+        self._copier.put(jobs)
+
+    def _order_jobs(self, orders: Sequence[OrderState]) -> list[Job]:
+        """New rows by COPY; rows loaded back (stored already) by the live writer's upsert."""
+        new = [o for o in orders if o.order_id not in self._stored]
+        again = [o for o in orders if o.order_id in self._stored]
+        jobs = [copy_job(COPY_ORDERS, [_order_row(o) for o in new])] if new else []
+        if again:
+            jobs.append(execute_job(UPSERT_ORDERS, order_params(again)))
+        return jobs
+
     def _keep(self, step: FoldStep) -> None:
+        held = self._held
+        fill_ids = self._fill_ids
+        order_of: dict[str, str] = {}
         for _, fill, side in step.fills:
-            self._fills.append(
+            order_of[fill.fill_id] = fill.order_id
+            fill_ids.setdefault(fill.order_id, []).append(fill.fill_id)
+            hold = held.get(fill.order_id)
+            if hold is None:
+                hold = held[fill.order_id] = _Held()
+            hold.fills.append(
                 (
                     fill.fill_id,
                     fill.order_id,
@@ -183,7 +354,7 @@ class BulkWriter:
                 )
             )
         for fill, outcome in step.fill_effects:
-            self._fill_pnl.append(
+            held[fill.order_id].pnl.append(
                 (
                     fill.fill_id,
                     fill.symbol,
@@ -193,7 +364,7 @@ class BulkWriter:
                 )
             )
         for fill_id, trip in step.trips:
-            self._trips.append(
+            held[order_of[fill_id]].trips.append(
                 (
                     fill_id,
                     trip.symbol,
@@ -226,21 +397,29 @@ class BulkWriter:
                 break
         self._last_ids.update(last)
 
+    def close(self) -> None:
+        """Stop the writer thread (idempotent); the caller commits or rolls back."""
+        self._copier.close()
+
     def finish(self) -> None:
-        """COPY every row, then derive snapshots and statistics in SQL (module doc)."""
+        """Wait for the writer thread, write what is still in memory (orders, then the fills
+        held for them), then derive snapshots and statistics in SQL (module doc)."""
+        self._copier.drain()
+        self._copier.close()
         if not self._any:
             return
         conn = self._conn
         fold = self._fold
         orders = sorted(fold.orders.values(), key=lambda o: o.order_id)
-        _copy(conn, COPY_ORDERS, (_order_row(o) for o in orders))
-        _copy(conn, COPY_FILLS, _first_per_id(self._fills))
-        _copy(conn, COPY_FILL_PNL, _first_per_id(self._fill_pnl))
-        _copy(conn, COPY_ROUND_TRIPS, _first_per_id(self._trips))
+        for job in self._order_jobs(orders):
+            job(conn)
+        held = [self._held[oid] for oid in sorted(self._held)]
+        for job in _held_jobs(held):
+            job(conn)
         positions = [fold.positions[s] for s in sorted(fold.positions)]
-        _copy(conn, COPY_POSITIONS, (_position_row(p) for p in positions))
-        _copy(conn, COPY_PARTS, (p.values() for p in first_per_key(self._parts)))
-        _copy(conn, COPY_SYMBOL_CLOCKS, sorted(self._clocks.items()))
+        copy_rows(conn, COPY_POSITIONS, (_position_row(p) for p in positions))
+        copy_rows(conn, COPY_PARTS, (p.values() for p in first_per_key(self._parts)))
+        copy_rows(conn, COPY_SYMBOL_CLOCKS, sorted(self._clocks.items()))
         conn.execute(ENSURE_CLOCK_ROW)
         clock = conn.execute(SELECT_CLOCK_FOR_UPDATE).fetchone()
         parts_since = clock["parts_since"] if clock else None
@@ -276,12 +455,19 @@ class BulkWriter:
         )
 
 
-def _copy(
-    conn: psycopg.Connection[dict[str, Any]], statement: str, rows: Iterable[Sequence[Any]]
-) -> None:
-    with conn.cursor().copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
+def _held_jobs(held: Sequence[_Held]) -> list[Job]:
+    """The fills, their P&L and round trips of ``held`` (their orders written before)."""
+    jobs = []
+    fills = [row for h in held for row in h.fills]
+    if fills:
+        jobs.append(copy_job(COPY_FILLS, _first_per_id(fills)))
+    pnl = [row for h in held for row in h.pnl]
+    if pnl:
+        jobs.append(copy_job(COPY_FILL_PNL, _first_per_id(pnl)))
+    trips = [row for h in held for row in h.trips]
+    if trips:
+        jobs.append(copy_job(COPY_ROUND_TRIPS, _first_per_id(trips)))
+    return jobs
 
 
 def _first_per_id(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -266,3 +266,44 @@ def test_a_date_left_without_activity_keeps_its_zero_sums_row(
     expected = _tables(batches)
     assert [r["total_orders"] for r in expected["paper_trading_stats"]] == ["1", "0"]
     assert _tables(bulk) == expected
+
+
+def _interrupted_after(n: int) -> Callable[[Iterator[RawEntry]], Iterator[RawEntry]]:
+    """A source that raises KeyboardInterrupt (Ctrl-C) after ``n`` entries."""
+
+    def wrap(entries: Iterator[RawEntry]) -> Iterator[RawEntry]:
+        for done, entry in enumerate(entries):
+            if done == n:
+                raise KeyboardInterrupt
+            yield entry
+
+    return wrap
+
+
+@pytest.mark.parametrize("engine", replay.ENGINES)
+def test_ctrl_c_mid_replay_leaves_the_tables_as_they_were(
+    history: Settings, replayed: Callable[..., Replayed], make_database: Any, engine: str
+):
+    """Interrupted after 700 of ~1,200 entries (several chunks written, by the bulk engine too):
+    an empty target stays empty, and with --reset the previous content stays whole."""
+    empty = make_database()
+    with pytest.raises(KeyboardInterrupt):
+        replay.replay(
+            history, replay.SourceSpec("redis"), target_dsn=empty, engine=engine, chunk_size=97,
+            wrap_source=_interrupted_after(700),
+        )  # fmt: skip
+    assert all(not table for table in _tables(empty).values())
+    previous = replayed(history, "batches").dsn
+    expected = _tables(previous)
+    assert expected["paper_orders"]
+    with pytest.raises(KeyboardInterrupt):
+        replay.replay(
+            history, replay.SourceSpec("redis"), target_dsn=previous, engine=engine, reset=True,
+            chunk_size=97, wrap_source=_interrupted_after(700),
+        )  # fmt: skip
+    assert _tables(previous) == expected
+    # The lock and the connection were released: a replay runs again at once.
+    replay.replay(
+        history, replay.SourceSpec("redis"), target_dsn=previous, engine=engine, reset=True
+    )
+    assert _tables(previous) == expected

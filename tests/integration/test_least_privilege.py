@@ -125,14 +125,17 @@ def test_the_worker_write_path_works_as_claire_user(
     assert_fills_out_of_reach(runtime_url, db_url)
 
 
+@pytest.mark.parametrize("engine", replay.ENGINES)
 def test_a_replay_into_an_empty_database_works_as_claire_user(
-    runtime_url, db_url, settings: Settings, redis_client, stream_names
+    runtime_url, db_url, settings: Settings, redis_client, stream_names, *, engine: replay.Engine
 ):
     """Replay writes with the worker's own statements; only --reset (TRUNCATE) needs the
     owner."""
     _publish_a_day_of_trading(redis_client, stream_names)
 
-    summary = replay.replay(settings, replay.SourceSpec(kind="redis"), target_dsn=runtime_url)
+    summary = replay.replay(
+        settings, replay.SourceSpec(kind="redis"), target_dsn=runtime_url, engine=engine
+    )
 
     assert (summary.fill_events, summary.dead_lettered) == (2, 1)
     assert rows(db_url, "SELECT fill_id FROM paper_fills ORDER BY 1") == [

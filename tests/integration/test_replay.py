@@ -70,8 +70,9 @@ def live(settings: Settings) -> Settings:
     return settings
 
 
+@pytest.mark.parametrize("engine", replay.ENGINES)
 def test_replay_from_redis_and_from_an_export_file_equal_the_live_rows(
-    live: Settings, make_database, redis_client, tmp_path: Path
+    live: Settings, make_database, redis_client, tmp_path: Path, engine: replay.Engine
 ):
     expected = _state(live.database_dsn())
     assert expected["orders"]
@@ -85,7 +86,9 @@ def test_replay_from_redis_and_from_an_export_file_equal_the_live_rows(
     assert dead_letters > 0
 
     from_redis = make_database()
-    summary = replay.replay(live, replay.SourceSpec("redis"), target_dsn=from_redis, chunk_size=250)
+    summary = replay.replay(
+        live, replay.SourceSpec("redis"), target_dsn=from_redis, chunk_size=250, engine=engine
+    )
     assert _state(from_redis) == expected
     assert summary.dead_lettered == dead_letters
     assert summary.entries == sum(redis_client.xlen(s) for s in live.streams())
@@ -96,12 +99,16 @@ def test_replay_from_redis_and_from_an_export_file_equal_the_live_rows(
     assert exported.entries == summary.entries
     assert not archive.with_name(archive.name + ".partial").exists()
     from_file = make_database()
-    replay.replay(live, replay.SourceSpec("file", archive), target_dsn=from_file)
+    summary = replay.replay(
+        live, replay.SourceSpec("file", archive), target_dsn=from_file, engine=engine
+    )
     assert _state(from_file) == expected
+    assert summary.dead_lettered == dead_letters
 
 
+@pytest.mark.parametrize("engine", replay.ENGINES)
 def test_replay_from_the_ledger_after_trimming_rebuilds_the_same_database(
-    live: Settings, redis_client
+    live: Settings, redis_client, engine: replay.Engine
 ):
     dsn = live.database_dsn()
     expected = _state(dsn)
@@ -112,7 +119,9 @@ def test_replay_from_the_ledger_after_trimming_rebuilds_the_same_database(
         replay.replay(live, replay.SourceSpec("ledger"))
     assert _state(dsn) == expected
 
-    summary = replay.replay(live, replay.SourceSpec("ledger"), reset=True, chunk_size=300)
+    summary = replay.replay(
+        live, replay.SourceSpec("ledger"), reset=True, chunk_size=300, engine=engine
+    )
     assert _state(dsn) == expected
     assert summary.invalid == []  # the ledger keeps accepted entries only
     ledger = rows(dsn, "SELECT count(*) AS n FROM paper_event_ledger")[0]["n"]
@@ -219,13 +228,6 @@ def test_ties_in_a_file_follow_the_configured_stream_order(tmp_path, settings: S
     got = list(replay.file_entries(archive, settings.streams(), skipped=skipped))
     assert [e.key.stream for e in got] == [settings.orders_stream, settings.fills_stream]
     assert skipped == {"somebody.else": 1}
-
-
-def test_render_bar():
-    assert replay.render_bar(50, 200, 1000.0, 0.15) == (
-        f"replay [{'#' * 8}{'.' * 22}]  25% 50/200 1,000/s ETA 0:00"
-    )
-    assert replay.render_bar(50, None, 10.0, None) == "replay 50 entries 10/s"
 
 
 def test_fields_that_are_not_utf8_are_dead_lettered_by_a_replay_as_live(

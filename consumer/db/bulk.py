@@ -9,21 +9,33 @@ lock, empty check or reset, one commit):
 1. ``write(chunk)`` cuts each chunk at snapshot boundaries (``snapshots.plan_by_symbol``) with
    the symbol clocks kept in memory, computes each part from running per-symbol aggregates
    (``bulk_fold.BulkBook``, exactly what ``_SYMBOL_STATE`` reads from the tables) and folds the
-   segments into ONE ``Fold`` over the whole history; the new fills, their P&L and the round
-   trips they close are kept as rows;
-2. ``finish()`` COPYs orders (their final state) first, because ``paper_fills.order_id``
-   references them, then fills, fill P&L, round trips, positions, parts and symbol clocks; then
-   creates the clock row and every crossed snapshot row (``CREATE_SNAPSHOT_ROWS``, source
-   ``event_time``) and computes them all at once (``REFRESH_SNAPSHOTS``: a row's value is
-   derived from the parts and the final state, never added up, so one refresh at the end equals
-   the batches engine's repeated ones); ``paper_stats_sums`` from ``RECOMPUTE_STATS_SUMS`` (and
-   a row of zeros for a touched date left without terms),
-   ``paper_trading_stats`` from ``REAGGREGATE_STATS`` over every touched date and
-   ``REFRESH_CUMULATIVE_PNL``; the offsets as ``ADVANCE_OFFSETS`` leaves them.
+   segments into ONE ``Fold`` over the whole history;
+2. bounded memory: after each chunk, the orders it made final (terminal status, not a bare bot
+   request row, not a placeholder) are evicted from the fold (``Fold.evict``); their rows, then
+   their fills, fill P&L and round trips (held per order until then: ``paper_fills.order_id``
+   references ``paper_orders``), and the chunk's parts go to a writer thread
+   (``db/copier.py``, a bounded queue) that COPYs them on the replay connection while the main
+   thread reads, parses and folds on. Evicted order, client and fill ids go to Bloom filters
+   (``id_filter.py``, no false negatives); a chunk naming one waits for the writer to drain,
+   confirms it with the live writer's queries (``batch._read_state``'s SELECTs and row
+   conversions, same transaction) and loads it back (``Fold.load``). A reloaded order is written
+   again at its next eviction or the end with the live upsert (``UPSERT_ORDERS``). In memory:
+   open orders and their fills' rows, positions, per-symbol totals and clocks, the crossed
+   boundaries and dates (these grow with event time, not with entries);
+3. ``finish()`` drains the writer, writes what is still in memory (orders, then their held
+   fills), positions, parts and symbol clocks; then creates the clock row and every crossed
+   snapshot row (``CREATE_SNAPSHOT_ROWS``, source ``event_time``) and computes them all at once
+   (``REFRESH_SNAPSHOTS``: a row's value is derived from the parts and the final state, never
+   added up, so one refresh at the end equals the batches engine's repeated ones);
+   ``paper_stats_sums`` from ``RECOMPUTE_STATS_SUMS`` (and a row of zeros for a touched date
+   left without terms), ``paper_trading_stats`` from ``REAGGREGATE_STATS`` over every touched
+   date and ``REFRESH_CUMULATIVE_PNL``; the offsets as ``ADVANCE_OFFSETS`` leaves them.
 
 Not handled (the batches engine splits a chunk PostgreSQL refuses and rejects the entry): a row
-PostgreSQL refuses fails the whole bulk replay, which rolls back. Memory grows with the history
-(every order and fill row until the end).
+PostgreSQL refuses fails the whole bulk replay, which rolls back. A fill derived from a bot
+result whose id equals an evicted fill of ANOTHER order is not looked up before folding (the
+live writer's ``StaleFoldError`` case); its COPY then fails on the primary key and the replay
+rolls back (never silently differs).
 """
 
 from __future__ import annotations

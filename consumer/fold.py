@@ -245,6 +245,11 @@ class Fold:
     def orders(self) -> dict[str, OrderState]:
         return self._book.rows
 
+    def knows_fill(self, fill_id: str) -> bool:
+        """Whether ``fill_id`` is stored or was applied by an earlier step (what the fold
+        holds; a fill ``evict``-ed since is not known here)."""
+        return fill_id in self._fills
+
     def load(
         self,
         orders: dict[str, OrderState],

@@ -246,7 +246,7 @@ class BulkWriter:
         """The order ids, client ids and fill ids the chunk names that are not in memory and
         that the filters may hold."""
         rows = self._fold.orders
-        applied = self._fold_fills()
+        known_fill = self._fold.knows_fill
         order_ids: set[str] = set()
         client_ids: set[str] = set()
         fill_ids: set[str] = set()
@@ -264,7 +264,7 @@ class BulkWriter:
             elif isinstance(event, FillEvent):
                 if event.order_id not in rows and may_order(event.order_id):
                     order_ids.add(event.order_id)
-                if event.fill_id not in applied and self._evicted_fills.maybe(event.fill_id):
+                if not known_fill(event.fill_id) and self._evicted_fills.maybe(event.fill_id):
                     fill_ids.add(event.fill_id)
         return order_ids, client_ids, fill_ids
 
@@ -298,9 +298,6 @@ class BulkWriter:
         self._fold.load(stored, versions, filled=filled, fill_times=times)
         self._stored.update(stored)
         self.reloaded += len(stored)
-
-    def _fold_fills(self) -> set[str]:
-        return self._fold._fills
 
     def _send_final(self, touched: set[str]) -> None:
         """Evict the orders this chunk made final (terminal, not a bare bot request row, not a

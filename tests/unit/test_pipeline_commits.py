@@ -68,7 +68,7 @@ class WatchedStream(RedisStream):
     def dead_letter_and_ack(self, dead, ack):
         super().dead_letter_and_ack(dead, ack)
         keys = [e.key.entry_id for e, _ in dead] + [k.entry_id for k in ack]
-        self.recorder.add("ack", self.recorder.count("ack"), sorted(keys))
+        self.recorder.add("ack", self.recorder.count("ack"), by_id(keys))
 
 
 class WatchedWorker(Worker):
@@ -95,7 +95,7 @@ def make(settings, redis_client, store, recorder=None):
     original = store.write_batch
 
     def write(items):
-        recorder.add("write", recorder.count("write"), sorted(i.key.entry_id for i in items))
+        recorder.add("write", recorder.count("write"), by_id([i.key.entry_id for i in items]))
         time.sleep(0.01)  # a commit that takes a while: the next batch is read meanwhile
         return original(items)
 

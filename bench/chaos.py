@@ -352,6 +352,9 @@ def main() -> int:
     parser.add_argument("--outage-s", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--timeout-s", type=float, default=900)
+    parser.add_argument(
+        "--worker-log-level", default="warning", help="the worker's PAPER_LOG_LEVEL (info to debug)"
+    )
     args = parser.parse_args()
     configure("json", "warning")
     print(f"machine: {machine()}", flush=True)
@@ -368,6 +371,7 @@ def main() -> int:
             REDIS_URL=redis_via(settings.redis_dsn(), redis_proxy),
             PAPER_RETRY_MAX_MS="1000",
             PAPER_BLOCK_MS="200",
+            PAPER_LOG_LEVEL=args.worker_log_level,
         )
         log_path = ROOT / "bench" / "chaos-worker.log"
         log = open(log_path, "w")  # noqa: SIM115

@@ -5,7 +5,8 @@ read new entries (``>``) or re-read this consumer's own pending entries (``0``) 
 take over entries other consumers left pending (XPENDING IDLE + XCLAIM after an idle time),
 look up delivery counts, acknowledge after commit, and dead-letter atomically (XADD to the
 dead-letter stream and XACK in one MULTI/EXEC, so a crash never leaves an entry both
-dead-lettered and pending).
+dead-lettered and pending), and record the attempts at suspect entries (``trials.py``: a hash
+``<dead-letter stream>:trials:<group>``).
 
 Entries trimmed away (MAXLEN) while pending come back with no fields — Redis 7 answers an empty
 hash, Redis 6.2 nil, XCLAIM drops them (Redis 7): all become ``RawEntry`` with empty
@@ -53,6 +54,9 @@ DEAD_LETTER_META = ("source_stream", "source_id", "error", "deliveries")
 """Fields the worker adds to a dead-letter entry; original fields that collide get ``orig.``."""
 
 ERROR_FIELD_MAX = 2000
+
+TRIALS_TTL_S = 7 * 24 * 3600
+"""The trials hash outlives its last write by a week: a field a crash left behind expires."""
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 """A single-node client or a cluster client: the commands used here exist on both."""
@@ -449,6 +453,43 @@ class RedisStream:
                 pipe.xack(stream, self.group, *ids)
             pipe.execute()
 
+    # -- trials: the evidence that an entry stops the worker (see ``trials.py``) ---------------
+
+    @property
+    def trials_key(self) -> str:
+        """The hash of this group's unfinished trials: ``<stream>/<id>`` → attempts begun."""
+        return f"{self.dlq_stream}:trials:{self.group}"
+
+    def unfinished_trials(self, keys: Sequence[EntryKey]) -> dict[EntryKey, int]:
+        """How many attempts at each of ``keys`` began and never finished (0: none)."""
+        self._guard()
+        if not keys:
+            return {}
+        with _translated(self._url):
+            values = self._client.hmget(self.trials_key, [_trial_field(k) for k in keys])
+        return {key: int(value or 0) for key, value in zip(keys, values, strict=True)}
+
+    def begin_trial(self, keys: Sequence[EntryKey]) -> None:
+        """Record that an attempt at ``keys`` begins (HINCRBY each; the hash expires
+        ``TRIALS_TTL_S`` after the last one, so a field a crash left behind goes too)."""
+        self._guard()
+        if not keys:
+            return
+        with _translated(self._url):
+            pipe = self._client.pipeline(transaction=True)
+            for key in keys:
+                pipe.hincrby(self.trials_key, _trial_field(key), 1)
+            pipe.expire(self.trials_key, TRIALS_TTL_S)
+            pipe.execute()
+
+    def end_trial(self, keys: Sequence[EntryKey]) -> None:
+        """The attempt at ``keys`` finished (committed or dead-lettered): forget it."""
+        self._guard()
+        if not keys:
+            return
+        with _translated(self._url):
+            self._client.hdel(self.trials_key, *[_trial_field(k) for k in keys])
+
     def pending_owners(self) -> dict[str, int]:
         """Consumers holding unacknowledged entries of this group, over all streams."""
         owners: dict[str, int] = {}
@@ -598,6 +639,10 @@ class RedisStream:
                 {"id": _text(entry_id), **{k: values.get(k, "") for k in DEAD_LETTER_META}}
             )
         return length, letters
+
+
+def _trial_field(key: EntryKey) -> str:
+    return f"{key.stream}/{key.entry_id}"
 
 
 def dead_letter_fields(entry: RawEntry, reason: str) -> dict[str | bytes, str | bytes]:

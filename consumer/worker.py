@@ -12,6 +12,10 @@ Reads top to bottom (``run`` → ``_step`` → ``_process``):
   full, up to ``batch_max_entries``, and halves back when they do not.
 - When PostgreSQL refuses a batch's data, the batch is split in halves (in stream order) until
   the one bad entry is isolated and dead-lettered; every good entry is still committed.
+- A batch with entries delivered more than ``max_deliveries`` times is processed the way
+  ``trials.py`` cuts it (suspects tried with the others, then alone, recorded in Redis first):
+  an entry is dead-lettered as poison on evidence that it stops the worker, never on its
+  delivery count alone.
 - Every call to PostgreSQL or Redis goes through ``outages.Outages``: retried with backoff while
   the server is unreachable, each state change logged once.
 - ``stop()`` only sets a flag: the batch in hand is finished (committed and acked) and ``run``
@@ -56,9 +60,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
-from consumer import dialect, events
+from consumer import dialect, events, trials
 from consumer.batch_size import BatchSizer, mean_entry_bytes
 from consumer.committer import Committer
 from consumer.errors import RejectedByDatabaseError
@@ -235,6 +240,10 @@ class Worker:
         if draining:
             self._settle()  # a re-read of our pending list must not find the batch in flight
         batch = self.reader.next_batch()
+        if batch and trials.suspects(batch, self.settings.max_deliveries):
+            self._settle()
+            self._try_suspects(batch)
+            return True
         if batch:
             item = self._prepare(batch)
             self._hand_off(item)
@@ -253,6 +262,32 @@ class Worker:
         """One batch, here and now: parse → write in one transaction → dead-letter and ack →
         report (the committer must be idle: ``_settle``)."""
         self._commit(self._prepare(batch))
+
+    def _try_suspects(self, batch: list[RawEntry]) -> None:
+        """A batch with entries delivered more than ``max_deliveries`` times: processed in the
+        segments ``trials.plan`` cuts it into, one after the other, each suspect's attempt
+        recorded before it begins and forgotten once committed and acked (the committer idle)."""
+        batch.sort(key=self._order)
+        limit = self.settings.max_deliveries
+        keys = trials.suspects(batch, limit)
+        unfinished = self.outages.retry("redis", lambda: self.stream.unfinished_trials(keys))
+        segments = trials.plan(batch, limit, unfinished)
+        self.log.warning(
+            "suspect_entries_tried",
+            suspects=len(keys),
+            alone=sum(1 for s in segments if s.alone),
+            poison=sum(1 for s in segments if s.poison is not None),
+            max_deliveries=limit,
+        )
+        for segment in segments:
+            recorded = segment.suspects
+            if segment.poison is not None:
+                (entry,) = segment.entries
+                self._commit(Parsed(segment.entries, [], [(entry, segment.poison)], 0.0))
+            else:
+                self.outages.retry("redis", partial(self.stream.begin_trial, recorded))
+                self._process(segment.entries)
+            self.outages.retry("redis", partial(self.stream.end_trial, recorded))
 
     def _prepare(self, batch: list[RawEntry]) -> Parsed:
         """The first stage: sort (stream id order; on a tie, orders before fills before
@@ -419,11 +454,6 @@ class Worker:
             )
         if entry.not_utf8 is not None:
             return entry.not_utf8
-        if entry.deliveries > self.settings.max_deliveries:
-            return (
-                f"delivered {entry.deliveries} times without being committed "
-                f"(limit {self.settings.max_deliveries}); set aside as poison"
-            )
         return None
 
     def _write_or_split(

@@ -13,6 +13,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from consumer.trials import ALONE_ATTEMPTS
 from tests.support.pipeline import dead_letters, position, publish, rows, run_until_idle
 
 GOOD_FILL = {
@@ -148,19 +149,45 @@ def test_a_later_statement_of_the_batch_refusing_is_isolated_too(settings, redis
     assert worker.totals.fills == 3
 
 
-def test_poison_entry_delivered_too_often_is_dead_lettered(settings, redis_client, db_url):
-    entry_id = publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "p-1"})
+def _deliver(redis_client, settings, times: int) -> None:
+    """Read the fills stream ``times`` times without acknowledging (a worker that died)."""
     redis_client.xgroup_create(settings.fills_stream, settings.group, id="0", mkstream=True)
-    # Simulate a worker that crashed on this entry again and again.
-    for _ in range(settings.max_deliveries):
+    for n in range(times):
         redis_client.xreadgroup(
-            settings.group, settings.consumer_name, {settings.fills_stream: "0" if _ else ">"}
+            settings.group, settings.consumer_name, {settings.fills_stream: "0" if n else ">"}
         )
+
+
+def test_an_entry_delivered_too_often_but_never_attempted_is_committed(
+    settings, redis_client, db_url
+):
+    """Deliveries count reads, not attempts (chaos dead-lettered valid entries read ahead by
+    short-lived workers): past the limit an entry is tried, and here it commits."""
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "p-1"})
+    _deliver(redis_client, settings, settings.max_deliveries + 2)
+    run_until_idle(settings)
+    assert dead_letters(redis_client, settings.dlq_stream) == []
+    assert [r["fill_id"] for r in rows(db_url, "SELECT fill_id FROM paper_fills")] == ["p-1"]
+    assert redis_client.exists(f"{settings.dlq_stream}:trials:{settings.group}") == 0
+
+
+def test_poison_entry_that_stopped_the_worker_alone_is_dead_lettered_untried(
+    settings, redis_client, db_url
+):
+    """A worker died on this entry again and again, the last times with it alone (the trials
+    hash says so): it is set aside without being processed; the entry after it commits."""
+    entry_id = publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "p-1"})
+    publish(redis_client, settings.fills_stream, {**GOOD_FILL, "fill_id": "p-2"})
+    _deliver(redis_client, settings, settings.max_deliveries)
+    trials_key = f"{settings.dlq_stream}:trials:{settings.group}"
+    redis_client.hset(trials_key, f"{settings.fills_stream}/{entry_id}", 1 + ALONE_ATTEMPTS)
     run_until_idle(settings)
     (letter,) = dead_letters(redis_client, settings.dlq_stream)
     assert letter["source_id"] == entry_id
-    assert "delivered" in letter["error"]
-    assert rows(db_url, "SELECT * FROM paper_fills") == []
+    assert "poison" in letter["error"]
+    assert "processed the entry alone" in letter["error"]
+    assert [r["fill_id"] for r in rows(db_url, "SELECT fill_id FROM paper_fills")] == ["p-2"]
+    assert redis_client.hlen(trials_key) == 0
 
 
 def test_entries_trimmed_away_while_pending_are_dead_lettered_not_stuck(

@@ -1,11 +1,14 @@
 """Replay speed against the raw COPY rate of the same rows (issue 4: target ratio >= 0.6).
 
     python bench/replay.py [--events 100000] [--chunk-size 5000] [--engine bulk] [--profile]
+                           [--check-tables]
 
 1. publishes N synthetic events (``consumer.publisher.Publisher``, fixed seed) into fresh streams;
 2. exports them to a .jsonl.gz archive (``replay.export``);
 3. replays the archive into an empty migrated database (``replay.replay``, one transaction,
-   ``--engine bulk`` (default) or ``batches``);
+   ``--engine bulk`` (default) or ``batches``); with ``--check-tables`` it replays it again with
+   the other engine into a third database and compares every replayed table (row count and an
+   md5 of the history columns, rows sorted; exit status 1 when one differs);
 4. copies every paper-table row that replay produced (orders, fills, positions, fill P&L,
    round trips, statistics, snapshots: ``_common.COPIED``, as ``bench/throughput.py`` does)
    into another empty migrated database (indexes and constraints in place) with COPY FROM
@@ -33,7 +36,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psycopg
+
 from consumer import replay
+from consumer.db.replay_target import REPLAY_TABLES
 from consumer.logs import configure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,6 +82,33 @@ class PeakRss:
         self.peak = max(self.peak, self._rss())
 
 
+# Columns that are not history: serial ids, and when a row was written.
+HISTORY_COLUMNS = """
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = %s
+  AND coalesce(column_default, '') NOT LIKE 'nextval(%%'
+  AND column_name NOT IN ('updated_at', 'inserted_at', 'ingested_at', 'recorded_at')
+  AND is_generated = 'NEVER'
+ORDER BY ordinal_position
+"""
+
+
+def table_digests(dsn: str) -> dict[str, tuple[int, str]]:
+    """Every replayed table's row count and an md5 of its history columns, rows sorted."""
+    out: dict[str, tuple[int, str]] = {}
+    with psycopg.connect(dsn) as conn:
+        for table in REPLAY_TABLES:
+            columns = [r[0] for r in conn.execute(HISTORY_COLUMNS, (table,))]
+            listed = ", ".join(f"{c}::text" for c in columns)
+            row = conn.execute(
+                "SELECT count(*), coalesce(md5(string_agg(r::text, E'\\n' ORDER BY r::text)), '')"
+                f" FROM (SELECT {listed} FROM {table}) r"
+            ).fetchone()
+            assert row is not None
+            out[table] = (int(row[0]), str(row[1]))
+    return out
+
+
 # The baseline of the numbers before 2026-11-26: the three tables the seed's writers produce.
 SEED_TABLES = ("paper_orders", "paper_fills", "paper_positions")
 
@@ -89,6 +122,11 @@ def main() -> int:
     parser.add_argument("--engine", choices=replay.ENGINES, default=replay.DEFAULT_ENGINE)
     parser.add_argument(
         "--no-copy-baseline", action="store_true", help="skip the raw COPY (long runs: RSS only)"
+    )
+    parser.add_argument(
+        "--check-tables",
+        action="store_true",
+        help="replay the archive again with the other engine and compare every table",
     )
     args = parser.parse_args()
     configure("json", "warning")
@@ -117,6 +155,19 @@ def main() -> int:
             cpu_s = time.process_time() - cpu_started
             if args.profile:
                 profiler.stop()
+            if args.check_tables:
+                other = next(e for e in replay.ENGINES if e != args.engine)
+                check_db = s.database("check", template)
+                replay.replay(settings, spec, target_dsn=check_db, engine=other)
+                mine, theirs = table_digests(replay_db), table_digests(check_db)
+                differing = [t for t in REPLAY_TABLES if mine[t] != theirs[t]]
+                rows_checked = sum(n for n, _ in mine.values())
+                verdict = "IDENTICAL" if not differing else f"DIFFERENT: {', '.join(differing)}"
+                print(
+                    f"tables vs engine={other}: {verdict} ({rows_checked} rows, {len(mine)} tables)"
+                )
+                if differing:
+                    return 1
                 out = Path(__file__).with_name("replay-profile.txt")
                 out.write_text(profiler.output_text(unicode=False, color=False))
                 print(f"profile written to {out}")

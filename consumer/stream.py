@@ -469,16 +469,16 @@ class RedisStream:
             values = self._client.hmget(self.trials_key, [_trial_field(k) for k in keys])
         return {key: int(value or 0) for key, value in zip(keys, values, strict=True)}
 
-    def begin_trial(self, keys: Sequence[EntryKey]) -> None:
-        """Record that an attempt at ``keys`` begins (HINCRBY each; the hash expires
-        ``TRIALS_TTL_S`` after the last one, so a field a crash left behind goes too)."""
+    def begin_trial(self, attempts: Mapping[EntryKey, int]) -> None:
+        """Record that an attempt at each key begins, as its count of unfinished attempts
+        (HSET, not HINCRBY: a retry after a lost reply records it once). The hash expires
+        ``TRIALS_TTL_S`` after the last write, so a field a crash left behind goes too."""
         self._guard()
-        if not keys:
+        if not attempts:
             return
         with _translated(self._url):
             pipe = self._client.pipeline(transaction=True)
-            for key in keys:
-                pipe.hincrby(self.trials_key, _trial_field(key), 1)
+            pipe.hset(self.trials_key, mapping={_trial_field(k): n for k, n in attempts.items()})
             pipe.expire(self.trials_key, TRIALS_TTL_S)
             pipe.execute()
 

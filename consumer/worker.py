@@ -285,7 +285,8 @@ class Worker:
                 (entry,) = segment.entries
                 self._commit(Parsed(segment.entries, [], [(entry, segment.poison)], 0.0))
             else:
-                self.outages.retry("redis", partial(self.stream.begin_trial, recorded))
+                attempts = {key: unfinished.get(key, 0) + 1 for key in recorded}
+                self.outages.retry("redis", partial(self.stream.begin_trial, attempts))
                 self._process(segment.entries)
             self.outages.retry("redis", partial(self.stream.end_trial, recorded))
 

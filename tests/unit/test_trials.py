@@ -182,3 +182,16 @@ def test_an_attempt_that_failed_with_an_error_dead_letters_it_at_once_as_always(
     assert letter["fill_id"] == "f-2"
     assert "refused" in letter["error"]
     assert sorted(store.state.fills) == ["f-0", "f-1", "f-3"]
+
+
+def test_recording_an_attempt_twice_counts_it_once_and_the_hash_expires(settings, redis_client):
+    """A retry after a lost reply must not count the attempt twice (HSET of the count)."""
+    stream = make_worker(settings, redis_client, MemoryStore()).stream
+    key = EntryKey(settings.fills_stream, "5-0")
+    assert stream.unfinished_trials([key]) == {key: 0}
+    stream.begin_trial({key: 1})
+    stream.begin_trial({key: 1})
+    assert stream.unfinished_trials([key]) == {key: 1}
+    assert 0 < redis_client.ttl(stream.trials_key) <= 7 * 24 * 3600
+    stream.end_trial([key])
+    assert stream.unfinished_trials([key]) == {key: 0}

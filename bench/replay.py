@@ -155,6 +155,9 @@ def main() -> int:
             cpu_s = time.process_time() - cpu_started
             if args.profile:
                 profiler.stop()
+                out = Path(__file__).with_name("replay-profile.txt")
+                out.write_text(profiler.output_text(unicode=False, color=False))
+                print(f"profile written to {out}")
             if args.check_tables:
                 other = next(e for e in replay.ENGINES if e != args.engine)
                 check_db = s.database("check", template)
@@ -168,9 +171,6 @@ def main() -> int:
                 )
                 if differing:
                     return 1
-                out = Path(__file__).with_name("replay-profile.txt")
-                out.write_text(profiler.output_text(unicode=False, color=False))
-                print(f"profile written to {out}")
         print(f"engine={args.engine} {summary.describe()}")
 
         mib = 1 << 20

@@ -22,7 +22,8 @@ Reads top to bottom (``run`` → ``_step`` → ``_process``):
   returns. If that cannot happen within ``shutdown_grace_s`` it gives up without acking (the
   entries stay pending and are redelivered; their effects are idempotent).
 
-Pipelined commits (``pipeline_commits``, on by default; issue #20). Two stages overlap: the
+Pipelined commits (``pipeline_commits``, off by default: measured no faster, and slower at
+the tail, see docs/benchmarks.md; issue #20). Two stages overlap: the
 worker's thread reads batch N+1 and parses it (sort, validate) while the committer thread
 (``committer.py``) writes batch N, commits it, dead-letters and acknowledges it, and reports it.
 The hand-off holds one batch: N+1 is handed over only once N is acknowledged, so at most one

@@ -30,6 +30,7 @@ def redis_client():
 @pytest.fixture
 def settings():
     return Settings(
+        pipeline_commits=True,
         database_url="postgresql://unused/db",
         redis_url="redis://unused",
         consumer_name="unit",

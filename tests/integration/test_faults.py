@@ -475,12 +475,11 @@ def test_sigkill_mid_batch_repeatedly_loses_and_doubles_nothing(rig, tmp_path):
     assert trades.entries >= 2900
     total = len(trades.fill_ids)
     log = tmp_path / "worker.log"
-    # A kill between COMMIT and XACK redelivers a batch: allow for it in the poison limit. A
+    # A kill between COMMIT and XACK redelivers a batch: the default delivery limit stays (a
+    # redelivered entry past it is tried, consumer/trials.py, not dead-lettered). A
     # killed worker keeps its lease until it expires, and its successor waits for that: a
     # short TTL keeps the five restarts from costing 10 s each (the default).
-    env = worker_env(
-        db_url, redis_url, stream_names, PAPER_MAX_DELIVERIES="50", PAPER_LEASE_TTL_S="3"
-    )
+    env = worker_env(db_url, redis_url, stream_names, PAPER_LEASE_TTL_S="3")
     rng = random.Random(7)  # noqa: S311 - kill timing, not crypto
     kills = 5
     for i in range(1, kills + 1):

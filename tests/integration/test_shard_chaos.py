@@ -71,8 +71,8 @@ def _env(settings: Settings, name: str) -> dict[str, str]:
         name,
         PAPER_LEASE_TTL_S="1.5",
         PAPER_BATCH_MAX_ENTRIES="200",
-        # Kills redeliver the entries in flight; this scenario is not about poison entries.
-        PAPER_MAX_DELIVERIES="50",
+        # Kills redeliver the entries in flight past the default delivery limit: with poison
+        # decided by trials (consumer/trials.py) no valid entry may be dead-lettered for it.
         PAPER_LOG_LEVEL="warning",
     )
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg
 
 from consumer import replay
-from consumer.db.replay_target import REPLAY_TABLES
+from consumer.db.replay_target import REPLAY_TABLES, SELECT_HISTORY_COLUMNS
 from consumer.logs import configure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,23 +82,12 @@ class PeakRss:
         self.peak = max(self.peak, self._rss())
 
 
-# Columns that are not history: serial ids, and when a row was written.
-HISTORY_COLUMNS = """
-SELECT column_name FROM information_schema.columns
-WHERE table_schema = 'public' AND table_name = %s
-  AND coalesce(column_default, '') NOT LIKE 'nextval(%%'
-  AND column_name NOT IN ('updated_at', 'inserted_at', 'ingested_at', 'recorded_at')
-  AND is_generated = 'NEVER'
-ORDER BY ordinal_position
-"""
-
-
 def table_digests(dsn: str) -> dict[str, tuple[int, str]]:
     """Every replayed table's row count and an md5 of its history columns, rows sorted."""
     out: dict[str, tuple[int, str]] = {}
     with psycopg.connect(dsn) as conn:
         for table in REPLAY_TABLES:
-            columns = [r[0] for r in conn.execute(HISTORY_COLUMNS, (table,))]
+            columns = [r[0] for r in conn.execute(SELECT_HISTORY_COLUMNS, {"table": table})]
             listed = ", ".join(f"{c}::text" for c in columns)
             row = conn.execute(
                 "SELECT count(*), coalesce(md5(string_agg(r::text, E'\\n' ORDER BY r::text)), '')"

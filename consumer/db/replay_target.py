@@ -49,6 +49,17 @@ REPLAY_TABLES = (
     "paper_consumer_offsets",
 )
 
+# A replayed table's history columns: all but serial ids and when a row was written. What a
+# rebuild must reproduce exactly (the engines' comparisons: bench/replay.py --check-tables,
+# tests/integration/test_bulk_replay.py).
+SELECT_HISTORY_COLUMNS = """
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = %(table)s
+  AND coalesce(column_default, '') NOT LIKE 'nextval(%%'
+  AND column_name NOT IN ('updated_at', 'inserted_at', 'ingested_at', 'recorded_at')
+  AND is_generated = 'NEVER'
+ORDER BY ordinal_position
+"""
 
 SELECT_NONEMPTY_REPLAY_TABLES = """
 SELECT name FROM (VALUES

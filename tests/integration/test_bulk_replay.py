@@ -23,7 +23,7 @@ import redis
 from consumer import replay
 from consumer.bulk_fold import BulkBook, PartRow
 from consumer.db import bulk as bulk_engine
-from consumer.db.replay_target import REPLAY_TABLES
+from consumer.db.replay_target import REPLAY_TABLES, SELECT_HISTORY_COLUMNS
 from consumer.errors import ReplayRefusedError
 from consumer.publisher import Publisher
 from consumer.records import RawEntry
@@ -35,21 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 START = datetime(2099, 3, 1, 14, 58, tzinfo=UTC)
 
-# Columns that are not history: serial ids, and when a row was written.
-COLUMNS = """
-SELECT column_name FROM information_schema.columns
-WHERE table_schema = 'public' AND table_name = %(table)s
-  AND coalesce(column_default, '') NOT LIKE 'nextval(%%'
-  AND column_name NOT IN ('updated_at', 'inserted_at', 'ingested_at', 'recorded_at')
-  AND is_generated = 'NEVER'
-ORDER BY ordinal_position
-"""
-
 
 def _tables(dsn: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for table in REPLAY_TABLES:
-        columns = [r["column_name"] for r in rows(dsn, COLUMNS, {"table": table})]
+        columns = [r["column_name"] for r in rows(dsn, SELECT_HISTORY_COLUMNS, {"table": table})]
         assert columns, table
         listed = ", ".join(f"{c}::text AS {c}" for c in columns)
         order = ", ".join(str(n) for n in range(1, len(columns) + 1))

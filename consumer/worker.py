@@ -241,9 +241,10 @@ class Worker:
         if draining:
             self._settle()  # a re-read of our pending list must not find the batch in flight
         batch = self.reader.next_batch()
-        if batch and trials.suspects(batch, self.settings.max_deliveries):
+        suspects = trials.suspects(batch, self.settings.max_deliveries)
+        if suspects:
             self._settle()
-            self._try_suspects(batch)
+            self._try_suspects(batch, suspects)
             return True
         if batch:
             item = self._prepare(batch)
@@ -264,13 +265,12 @@ class Worker:
         report (the committer must be idle: ``_settle``)."""
         self._commit(self._prepare(batch))
 
-    def _try_suspects(self, batch: list[RawEntry]) -> None:
-        """A batch with entries delivered more than ``max_deliveries`` times: processed in the
-        segments ``trials.plan`` cuts it into, one after the other, each suspect's attempt
-        recorded before it begins and forgotten once committed and acked (the committer idle)."""
-        batch.sort(key=self._order)
+    def _try_suspects(self, batch: list[RawEntry], keys: list[EntryKey]) -> None:
+        """A batch (in stream order, from the reader) with entries delivered more than
+        ``max_deliveries`` times (``keys``): processed in the segments ``trials.plan`` cuts it
+        into, one after the other, each suspect's attempt recorded before it begins and
+        forgotten once committed and acked (the committer idle)."""
         limit = self.settings.max_deliveries
-        keys = trials.suspects(batch, limit)
         unfinished = self.outages.retry("redis", lambda: self.stream.unfinished_trials(keys))
         segments = trials.plan(batch, limit, unfinished)
         self.log.warning(

@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 _BITS_PER_ID = 16
-_PROBES = 4
 _FIRST_CAPACITY = 1 << 16
 _MASK32 = (1 << 32) - 1
 
 
 class _Slice:
+    """One bit array: ``capacity`` ids, ``_BITS_PER_ID`` bits each, 4 probes at
+    ``(h1 + i*h2) % size`` for i in 0..3, written out (this runs for every id a replay reads)."""
+
     __slots__ = ("bits", "capacity", "count", "size")
 
     def __init__(self, capacity: int) -> None:
@@ -34,23 +36,29 @@ class _Slice:
 
     def add(self, h1: int, h2: int) -> None:
         bits, size = self.bits, self.size
-        for i in range(_PROBES):
-            index = (h1 + i * h2) % size
-            bits[index >> 3] |= 1 << (index & 7)
+        i = h1 % size
+        bits[i >> 3] |= 1 << (i & 7)
+        i = (h1 + h2) % size
+        bits[i >> 3] |= 1 << (i & 7)
+        i = (h1 + 2 * h2) % size
+        bits[i >> 3] |= 1 << (i & 7)
+        i = (h1 + 3 * h2) % size
+        bits[i >> 3] |= 1 << (i & 7)
         self.count += 1
 
     def maybe(self, h1: int, h2: int) -> bool:
         bits, size = self.bits, self.size
-        for i in range(_PROBES):
-            index = (h1 + i * h2) % size
-            if not bits[index >> 3] & (1 << (index & 7)):
-                return False
-        return True
-
-
-def _hashes(text: str) -> tuple[int, int]:
-    h = hash(text)
-    return h & _MASK32, ((h >> 32) & _MASK32) | 1
+        i = h1 % size
+        if not bits[i >> 3] & (1 << (i & 7)):
+            return False
+        i = (h1 + h2) % size
+        if not bits[i >> 3] & (1 << (i & 7)):
+            return False
+        i = (h1 + 2 * h2) % size
+        if not bits[i >> 3] & (1 << (i & 7)):
+            return False
+        i = (h1 + 3 * h2) % size
+        return bool(bits[i >> 3] & (1 << (i & 7)))
 
 
 class IdFilter:
@@ -65,7 +73,8 @@ class IdFilter:
         if last.count >= last.capacity:
             last = _Slice(last.capacity * 2)
             self._slices.append(last)
-        last.add(*_hashes(text))
+        h = hash(text)
+        last.add(h & _MASK32, ((h >> 32) & _MASK32) | 1)
         self.count += 1
 
     def update(self, texts: Iterable[str]) -> None:
@@ -76,8 +85,12 @@ class IdFilter:
         """True for every id added (and rarely for another: confirm it)."""
         if not self.count:
             return False
-        h1, h2 = _hashes(text)
-        return any(s.maybe(h1, h2) for s in self._slices)
+        h = hash(text)
+        h1, h2 = h & _MASK32, ((h >> 32) & _MASK32) | 1
+        for piece in self._slices:  # noqa: SIM110 - any() of a generator: a frame per call
+            if piece.maybe(h1, h2):
+                return True
+        return False
 
     @property
     def nbytes(self) -> int:

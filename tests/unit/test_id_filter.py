@@ -31,3 +31,22 @@ def test_no_false_negatives(added: set[str], other: str):
     assert all(ids.maybe(i) for i in added)
     if other in added:
         assert ids.maybe(other)
+
+
+@given(st.lists(st.text(max_size=12), max_size=200))
+def test_the_written_out_probes_set_the_bits_of_the_double_hashing_formula(added: list[str]):
+    ids = IdFilter(first_capacity=16)
+    ids.update(added)
+    expected: list[bytearray] = []
+    capacity, remaining = 16, list(added)
+    while remaining or not expected:
+        bits, size = bytearray(capacity * 16 // 8 + 1), capacity * 16
+        for text in remaining[:capacity]:
+            h = hash(text)
+            h1, h2 = h & 0xFFFFFFFF, ((h >> 32) & 0xFFFFFFFF) | 1
+            for i in range(4):
+                index = (h1 + i * h2) % size
+                bits[index >> 3] |= 1 << (index & 7)
+        expected.append(bits)
+        remaining, capacity = remaining[capacity:], capacity * 2
+    assert [s.bits for s in ids._slices] == expected

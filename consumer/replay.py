@@ -20,10 +20,6 @@ as they are final, from a writer thread, so reading and folding overlap the COPY
 snapshots and statistics set-based in SQL, in the same transaction (``db/bulk.py``); a row
 PostgreSQL refuses fails the whole bulk replay instead of being set aside.
 
-Both engines read the source ahead in a thread (``prefetch.prefetched``: blocks of entries
-through a bounded queue, errors in stream position), so its waits outside the interpreter lock
-(inflating the archive, Redis and ledger round trips) overlap parsing and folding.
-
 Invalid entries are counted and listed (log events ``replay_entry_invalid`` and the summary), never
 written to Redis: a replay has no side effects outside the target database.
 
@@ -55,7 +51,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +65,6 @@ from consumer.fold import BatchResult
 from consumer.logs import get_logger
 from consumer.merge import entry_order
 from consumer.parse import Rejection, parse
-from consumer.prefetch import prefetched
 from consumer.records import ParsedEntry, RawEntry
 from consumer.settings import Settings
 from consumer.shards import shard_settings
@@ -452,11 +447,8 @@ def replay(
     target.open()  # refuses here, before any reading, when a worker is connected or rows exist
     progress: Progress | None = None
     bulk: db.BulkWriter | None = None
-    read_ahead: Generator[RawEntry, None, None] | None = None
     try:
         entries, total = open_source(settings, spec, skipped=summary.skipped)
-        # The source's waits (inflating, server round trips) overlap parsing and folding.
-        entries = read_ahead = prefetched(entries)
         if wrap_source is not None:
             entries = wrap_source(entries)
         progress = Progress(total, out=progress_out)
@@ -482,8 +474,6 @@ def replay(
         log.warning("replay_interrupted", entries=summary.entries, rolled_back=True)
         raise
     finally:
-        if read_ahead is not None:
-            read_ahead.close()  # stops the reader thread (and closes the source) now
         if bulk is not None:
             bulk.close()  # the writer thread stops before the rollback (or after the commit)
         if progress is not None:

@@ -31,11 +31,13 @@ lock, empty check or reset, one commit):
    left without terms), ``paper_trading_stats`` from ``REAGGREGATE_STATS`` over every touched
    date and ``REFRESH_CUMULATIVE_PNL``; the offsets as ``ADVANCE_OFFSETS`` leaves them.
 
+A bot result names the fill it may derive (``dialect.derived_fill_id`` of its order id and
+cumulative quantity) before it is folded, so an evicted fill under that id (another order's:
+the live writer's ``StaleFoldError`` case) is looked up and loaded like the others, and the
+result derives no fill, as live.
+
 Not handled (the batches engine splits a chunk PostgreSQL refuses and rejects the entry): a row
-PostgreSQL refuses fails the whole bulk replay, which rolls back. A fill derived from a bot
-result whose id equals an evicted fill of ANOTHER order is not looked up before folding (the
-live writer's ``StaleFoldError`` case); its COPY then fails on the primary key and the replay
-rolls back (never silently differs).
+PostgreSQL refuses fails the whole bulk replay, which rolls back.
 """
 
 from __future__ import annotations
@@ -72,7 +74,12 @@ from consumer.db.rows import (
     order_params,
 )
 from consumer.db.stats import REAGGREGATE_STATS, RECOMPUTE_STATS_SUMS, REFRESH_CUMULATIVE_PNL
-from consumer.dialect import OrderRequestEvent, OrderResultEvent, is_request_row
+from consumer.dialect import (
+    OrderRequestEvent,
+    OrderResultEvent,
+    derived_fill_id,
+    is_request_row,
+)
 from consumer.events import TERMINAL_STATUSES, FillEvent, OrderEvent
 from consumer.fold import BatchResult, FillVersion, Fold, FoldStep
 from consumer.id_filter import IdFilter
@@ -261,6 +268,12 @@ class BulkWriter:
                     if may_client(client) or (client not in rows and may_order(client)):
                         client_ids.add(client)
                         order_ids.add(client)
+                if isinstance(event, OrderResultEvent) and event.filled_quantity is not None:
+                    # The id of the fill it may derive: stored already (an evicted fill of
+                    # another order under that id) means not new, as the live writer finds.
+                    derived = derived_fill_id(event.order_id, event.filled_quantity)
+                    if not known_fill(derived) and self._evicted_fills.maybe(derived):
+                        fill_ids.add(derived)
             elif isinstance(event, FillEvent):
                 if event.order_id not in rows and may_order(event.order_id):
                     order_ids.add(event.order_id)

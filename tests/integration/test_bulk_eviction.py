@@ -11,12 +11,14 @@ repeated result, a repeated request found by its client id, a partial result the
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import redis
 
 from consumer import db, replay
+from consumer.dialect import derived_fill_id
 from consumer.settings import Settings
 from tests.integration.test_bulk_replay import _tables
 from tests.support.bot import T0, request, result
@@ -141,3 +143,37 @@ def test_a_writer_thread_error_fails_the_replay_and_rolls_back(
     with pytest.raises(Exception, match="no_such_table"):
         _replay(settings, target, "bulk", 1)
     assert all(not rows for rows in _tables(target).values())
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1000])
+def test_a_result_whose_derived_fill_id_is_an_evicted_fill_of_another_order_derives_none(
+    settings: Settings, redis_client: redis.Redis, make_database: Any, chunk: int
+):
+    """The live writer's StaleFoldError case: a bot result derives the fill ``MOCK_9:1``, but
+    a fill under that id was applied before, for another order that is final (so evicted with
+    small chunks). Live, the fill is found stored and the result derives none; the bulk engine
+    looks the derived id up before folding and does the same (it used to fail the replay on
+    the primary key)."""
+    taken = derived_fill_id("MOCK_9", Decimal("1.0"))
+    orders, fills = settings.orders_stream, settings.fills_stream
+    at = 2099 * 10**9
+    ts = T0 + 10**8
+    entries: list[tuple[str, dict[str, Any]]] = [
+        (orders, {**ORDER, "order_id": "o-5"}),
+        (fills, {**FILL, "fill_id": taken, "order_id": "o-5"}),
+        (orders, {**ORDER, "order_id": "o-5", "status": "FILLED"}),
+        (orders, {**ORDER, "order_id": "o-6", "status": "CANCELLED"}),
+        (orders, request("BTCUSDT-9", quantity="1.0", ts=ts)),
+        (fills, result("MOCK_9", client_id="BTCUSDT-9", quantity="1.0", price="100.0",
+                       ts=ts + 5)),
+    ]  # fmt: skip
+    for n, (name, fields) in enumerate(entries):
+        redis_client.xadd(name, {k: str(v) for k, v in fields.items()}, id=f"{at + n}-0")
+    batches, bulk = make_database(), make_database()
+    expected_summary = _replay(settings, batches, "batches", 1)
+    summary = _replay(settings, bulk, "bulk", chunk)
+    assert summary.rejected == expected_summary.rejected == []
+    expected, got = _tables(batches), _tables(bulk)
+    assert [(r["fill_id"], r["order_id"]) for r in expected["paper_fills"]] == [(taken, "o-5")]
+    for table in expected:
+        assert got[table] == expected[table], table

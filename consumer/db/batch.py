@@ -243,14 +243,19 @@ ON CONFLICT (fill_id) DO NOTHING
 
 ADVANCE_OFFSETS = """
 WITH batch AS (
-    SELECT * FROM unnest(%(entry_stream)s::varchar[], %(entry_ms)s::bigint[],
-                         %(entry_seq)s::bigint[]) AS b(stream_name, ms, seq)
+    SELECT b.stream_name, b.entry_id, split_part(b.entry_id, '-', 1)::bigint AS ms,
+           coalesce(nullif(split_part(b.entry_id, '-', 2), ''), '0')::bigint AS seq
+    FROM unnest(%(entry_stream)s::varchar[], %(entry_id)s::varchar[]) AS b(stream_name, entry_id)
+), newest AS (
+    SELECT DISTINCT ON (stream_name) stream_name, entry_id AS last_entry_id, ms, seq,
+           count(*) OVER (PARTITION BY stream_name) AS entries
+    FROM batch ORDER BY stream_name, ms DESC, seq DESC
 )
 INSERT INTO paper_consumer_offsets AS t (stream_name, group_name, last_entry_id,
                                          entries_committed, updated_at)
-SELECT o.stream_name, %(group)s, o.last_entry_id,
-       (SELECT count(*) FROM batch b WHERE b.stream_name = o.stream_name), now()
-FROM unnest(%(stream)s::varchar[], %(last_id)s::varchar[]) AS o(stream_name, last_entry_id)
+SELECT o.stream_name, %(group)s, o.last_entry_id, o.entries, now()
+FROM newest o
+ORDER BY o.stream_name COLLATE "C"
 ON CONFLICT (stream_name, group_name) DO UPDATE SET
     last_entry_id = CASE
         WHEN (split_part(EXCLUDED.last_entry_id, '-', 1)::bigint,
@@ -585,26 +590,17 @@ def _check_fills_new(sent: list[tuple[psycopg.Cursor[dict[str, Any]], list[str]]
 def _advance_offsets(
     conn: psycopg.Connection[dict[str, Any]], keys: Sequence[EntryKey], group: str
 ) -> None:
-    last: dict[str, EntryKey] = {}
-    last_sort: dict[str, tuple[int, int]] = {}  # last[stream].sort_key, parsed once
-    entry_ms: list[int] = []
-    entry_seq: list[int] = []
-    for key in keys:
-        sort_key = key.sort_key
-        if key.stream not in last or sort_key > last_sort[key.stream]:
-            last[key.stream] = key
-            last_sort[key.stream] = sort_key
-        entry_ms.append(sort_key[0])
-        entry_seq.append(sort_key[1])
-    streams = sorted(last)
+    """Each stream's newest entry id and its count, found by the server from the batch's ids
+    (two array literals: no id parsed, no list dumped element by element here)."""
     conn.execute(
         ADVANCE_OFFSETS,
         {
             "group": group,
-            "stream": streams,
-            "last_id": [last[s].entry_id for s in streams],
-            "entry_stream": [key.stream for key in keys],
-            "entry_ms": entry_ms,
-            "entry_seq": entry_seq,
+            **array_params(
+                {
+                    "entry_stream": [key.stream for key in keys],
+                    "entry_id": [key.entry_id for key in keys],
+                }
+            ),
         },
     )

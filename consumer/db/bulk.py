@@ -67,11 +67,12 @@ from consumer.db.pnl_snapshots import (
     SELECT_CLOCK_FOR_UPDATE,
 )
 from consumer.db.rows import (
-    ORDER_COLUMNS,
     dumps,
+    fill_metadata,
     fill_version_from_row,
     order_from_row,
     order_params,
+    order_row,
 )
 from consumer.db.stats import REAGGREGATE_STATS, RECOMPUTE_STATS_SUMS, REFRESH_CUMULATIVE_PNL
 from consumer.dialect import (
@@ -347,7 +348,7 @@ class BulkWriter:
         """New rows by COPY; rows loaded back (stored already) by the live writer's upsert."""
         new = [o for o in orders if o.order_id not in self._stored]
         again = [o for o in orders if o.order_id in self._stored]
-        jobs = [copy_job(COPY_ORDERS, [_order_row(o) for o in new])] if new else []
+        jobs = [copy_job(COPY_ORDERS, [order_row(o) for o in new])] if new else []
         if again:
             jobs.append(execute_job(UPSERT_ORDERS, order_params(again)))
         return jobs
@@ -372,7 +373,7 @@ class BulkWriter:
                     fill.fees_usdt,
                     fill.fee_type.value if fill.fee_type else None,
                     fill.timestamp,
-                    dumps({**fill.metadata, "side": side.value}),
+                    fill_metadata(fill, side),
                 )
             )
         for fill, outcome in step.fill_effects:
@@ -501,15 +502,6 @@ def _first_per_id(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             seen.add(row[0])
             kept.append(row)
     return kept
-
-
-def _order_row(order: OrderState) -> tuple[Any, ...]:
-    """As ``rows.order_params`` sends an order (enums by value, metadata or NULL)."""
-    values = [getattr(order, name) for name in ORDER_COLUMNS]
-    return (
-        *(v.value if hasattr(v, "value") else v for v in values),
-        dumps(order.metadata) if order.metadata else None,
-    )
 
 
 def _position_row(position: accounting.Position) -> tuple[Any, ...]:

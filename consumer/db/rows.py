@@ -109,6 +109,16 @@ ORDER_COLUMNS = (
 )  # fmt: skip
 
 
+def order_row(order: OrderState) -> tuple[Any, ...]:
+    """An order's column values as ``order_params`` sends them (``ORDER_COLUMNS``, then the
+    metadata): enums by value, metadata as JSON or NULL. For COPY (the bulk replay)."""
+    values = [getattr(order, name) for name in ORDER_COLUMNS]
+    return (
+        *(v.value if hasattr(v, "value") else v for v in values),
+        dumps(order.metadata) if order.metadata else None,
+    )
+
+
 def order_params(orders: Iterable[OrderState]) -> dict[str, Any]:
     params: dict[str, list[Any]] = {name: [] for name in (*ORDER_COLUMNS, "metadata")}
     for order in orders:
@@ -117,6 +127,18 @@ def order_params(orders: Iterable[OrderState]) -> dict[str, Any]:
             params[name].append(value.value if hasattr(value, "value") else value)
         params["metadata"].append(dumps(order.metadata) if order.metadata else None)
     return array_params(params)
+
+
+# A fill's metadata with no keys of its own, per side: what ``dumps`` gives (most fills).
+_SIDE_ONLY = {side: dumps({"side": side.value}) for side in Side}
+
+
+def fill_metadata(fill: FillEvent, side: Side) -> str:
+    """The fill's stored metadata: its own keys and its side (paper_fills has no side
+    column: flaw 5 in the ERD)."""
+    if not fill.metadata:
+        return _SIDE_ONLY[side]
+    return dumps({**fill.metadata, "side": side.value})
 
 
 def fill_params(fills: Sequence[tuple[FillEvent, Side]]) -> dict[str, Any]:
@@ -136,8 +158,7 @@ def fill_params(fills: Sequence[tuple[FillEvent, Side]]) -> dict[str, Any]:
         params["fees_usdt"].append(fill.fees_usdt)
         params["fee_type"].append(fill.fee_type.value if fill.fee_type else None)
         params["filled_at"].append(fill.timestamp)
-        # paper_fills has no side column: keep it with the fill (flaw 5 in the ERD).
-        params["metadata"].append(dumps({**fill.metadata, "side": side.value}))
+        params["metadata"].append(fill_metadata(fill, side))
     return array_params(params)
 
 

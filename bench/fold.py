@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +36,7 @@ from consumer.settings import Settings
 from consumer.worker import dialect_options, parse_raw, stream_kinds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REDIS_URL, Scratch, synthetic_archive
+from _common import REDIS_URL, Scratch, best_cpu_seconds, synthetic_archive
 
 MODULES = (accounting, orders, fold, step_terms, daily_sums, bulk_fold)
 
@@ -76,14 +75,9 @@ def main() -> int:
         for entry in replay.file_entries(archive, settings.streams()):
             with contextlib.suppress(events.InvalidEventError):
                 items.append(ParsedEntry(entry, parse_raw(kinds, entry, options)))
-    bulk_s = terms_s = float("inf")
-    for _ in range(args.repeat):
-        started = time.process_time()
-        steps = _bulk(items, args.chunk_size)
-        bulk_s = min(bulk_s, time.process_time() - started)
-        started = time.process_time()
-        _terms(steps)
-        terms_s = min(terms_s, time.process_time() - started)
+    bulk_s = best_cpu_seconds(args.repeat, lambda: _bulk(items, args.chunk_size))
+    steps = _bulk(items, args.chunk_size)
+    terms_s = best_cpu_seconds(args.repeat, lambda: _terms(steps))
     n = len(items)
     print(f"redis: {REDIS_URL}")
     print(f"entries folded: {n} (chunks of {args.chunk_size}, best of {args.repeat})")

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,16 +27,7 @@ from consumer.settings import Settings
 from consumer.worker import dialect_options, parse_raw, stream_kinds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REDIS_URL, Scratch, synthetic_archive
-
-
-def _best(passes: int, run: Callable[[], None]) -> float:
-    best = float("inf")
-    for _ in range(passes):
-        started = time.process_time()
-        run()
-        best = min(best, time.process_time() - started)
-    return best
+from _common import REDIS_URL, Scratch, best_cpu_seconds, synthetic_archive
 
 
 def main() -> int:
@@ -64,8 +53,8 @@ def main() -> int:
                     parse_raw(kinds, entry, options)
 
         n = exported.entries
-        read_s = _best(args.repeat, read)
-        both_s = _best(args.repeat, read_and_parse)
+        read_s = best_cpu_seconds(args.repeat, read)
+        both_s = best_cpu_seconds(args.repeat, read_and_parse)
     print(f"redis: {REDIS_URL}")
     print(f"entries: {n}")
     print(f"read archive:          {read_s:.3f} s CPU = {read_s / n * 1e6:.2f} us/entry")

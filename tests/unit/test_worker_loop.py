@@ -6,6 +6,7 @@ same paths run against real Redis and PostgreSQL in tests/integration.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from decimal import Decimal as D
@@ -14,6 +15,7 @@ import fakeredis
 import pytest
 from structlog.testing import capture_logs
 
+from consumer.collector import THRESHOLDS
 from consumer.settings import Settings
 from consumer.stream import RedisStream
 from consumer.testing import MemoryStore
@@ -76,6 +78,25 @@ def test_batches_are_cut_by_size_and_everything_is_acked(settings, redis_client)
     assert all(8 <= size <= 10 for size in store.batches[:-1])
     assert store.state.positions["BTCUSDT"].quantity == D(25)
     assert redis_client.xpending(settings.fills_stream, settings.group)["pending"] == 0
+
+
+def test_batches_are_folded_under_the_collector_policy_and_it_is_restored(settings, redis_client):
+    """collector.fewer_collections holds while the worker runs (its backlog batches keep
+    thousands of objects alive) and the process's own policy is back when run returns."""
+    publish_fills(redis_client, settings, 5)
+    seen: list[tuple[int, int, int]] = []
+
+    class Recording(MemoryStore):
+        def write_batch(self, items):
+            seen.append(gc.get_threshold())
+            return super().write_batch(items)
+
+    before = gc.get_threshold()
+    make_worker(settings, redis_client, Recording()).run(until_idle=True)
+    assert seen
+    assert set(seen) == {THRESHOLDS}
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 def test_invalid_entries_are_dead_lettered_with_reason_and_logged(settings, redis_client):

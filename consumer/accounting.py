@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any, Literal
+
+from consumer.values import immutable
 
 __all__ = [
     "Q8",
@@ -62,7 +63,7 @@ def q8(value: Decimal) -> Decimal:
 # --------------------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Fill:
     """One execution: ``quantity`` > 0 and ``price`` > 0 in USDT, ``fee`` >= 0 in USDT.
 
@@ -78,7 +79,7 @@ class Fill:
     time: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OpenTrip:
     """The round trip currently open: what is needed to report it when it closes.
 
@@ -135,7 +136,7 @@ class OpenTrip:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ClosedTrip:
     """A finished round trip (flat -> ... -> flat, or ended by a flip): one *trade* of rule 6.
 
@@ -158,7 +159,7 @@ class ClosedTrip:
     reason: CloseReason
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Position:
     """A symbol's netted position, as stored in ``paper_positions`` (all Decimals at 8 dp).
 
@@ -292,7 +293,7 @@ class Position:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class FillOutcome:
     """The result of one fill: the new position, the change of its realized P&L (fees included)
     and the round trips the fill closed (at most one; a flip closes one and opens another)."""

@@ -42,6 +42,7 @@ from consumer.orders import (
     placeholder_from_fill,
 )
 from consumer.records import ParsedEntry
+from consumer.values import immutable
 
 
 @dataclass
@@ -64,7 +65,7 @@ class BatchResult:
 _ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class FillVersion:
     """The values of a fill that make it that fill, to tell a redelivery from another fill
     reusing its id (amounts compare by value: the parser already rounds them to the columns'

@@ -18,7 +18,7 @@ Rules (events.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +32,7 @@ from consumer.events import (
     Side,
     status_rank,
 )
+from consumer.values import immutable
 
 PLACEHOLDER_KEY = "placeholder_from_fill"
 """``metadata`` key marking a row created from a fill whose order had not been seen yet."""
@@ -41,7 +42,7 @@ class OrderEventRejectedError(ValueError):
     """The event cannot be applied to what is stored (the reason is for the dead-letter entry)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OrderState:
     """One ``paper_orders`` row, minus the generated and ingestion-time columns."""
 

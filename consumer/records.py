@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from consumer.events import Event
+from consumer.values import immutable
 
 
 def parse_entry_id(entry_id: str) -> tuple[int, int]:
@@ -26,7 +27,7 @@ def parse_entry_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EntryKey:
     """Where an entry lives: its stream and its id."""
 
@@ -38,7 +39,7 @@ class EntryKey:
         return parse_entry_id(self.entry_id)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RawEntry:
     """An entry as read from Redis. ``deliveries`` is 1 unless it was delivered before.
     ``not_utf8``: which fields were not UTF-8 (their bytes escaped), None for text; such an
@@ -142,7 +143,7 @@ class StreamPosition:
     lag: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ParsedEntry:
     """An entry that passed validation, with the event it carries."""
 

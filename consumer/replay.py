@@ -50,15 +50,15 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, TextIO
 
 from tqdm import tqdm
 
-from consumer import archive, db, events, migrations, stream
-from consumer.collector import fewer_collections
+from consumer import archive, db, dialect, events, migrations, stream
+from consumer.collector import fewer_collections, paused
 from consumer.errors import ReplaySourceError
 from consumer.fold import BatchResult
 from consumer.logs import get_logger
@@ -511,6 +511,32 @@ def _run(
 ) -> None:
     _, kinds = layout(settings)
     options = dialect_options(settings)
+    more = True
+    while more:
+        with paused():  # a chunk's entries are garbage once written: see collector
+            more = _chunk(
+                entries,
+                target,
+                summary=summary,
+                progress=progress,
+                kinds=kinds,
+                options=options,
+                chunk_size=chunk_size,
+            )
+
+
+def _chunk(
+    entries: Iterator[RawEntry],
+    target: Writer,
+    *,
+    summary: ReplaySummary,
+    progress: Progress,
+    kinds: Mapping[str, events.EventKind],
+    options: dialect.DialectOptions,
+    chunk_size: int,
+) -> bool:
+    """Parse entries until ``chunk_size`` of them are valid (or the source ends) and write
+    them; whether the source may hold more."""
     chunk: list[ParsedEntry] = []
     for entry in entries:
         summary.entries += 1
@@ -532,9 +558,10 @@ def _run(
         chunk.append(ParsedEntry(entry, event))
         if len(chunk) >= chunk_size:
             _flush(target, chunk, summary, progress)
-            chunk = []
+            return True
     if chunk:
         _flush(target, chunk, summary, progress)
+    return False
 
 
 def _invalid(summary: ReplaySummary, entry: RawEntry, reason: str) -> None:

@@ -66,7 +66,7 @@ from typing import Any, Protocol
 
 from consumer import dialect, events, trials
 from consumer.batch_size import BatchSizer, mean_entry_bytes
-from consumer.collector import fewer_collections
+from consumer.collector import fewer_collections, paused
 from consumer.committer import Committer
 from consumer.errors import RejectedByDatabaseError
 from consumer.fold import BatchResult
@@ -209,7 +209,8 @@ class Worker:
                 while not self.stopping:
                     self.observer.heartbeat()
                     self.losses.check_if_due()
-                    had_work = self._step()
+                    with paused():  # the batch's objects are freed by its end: see collector
+                        had_work = self._step()
                     if until_idle and not had_work and self._drained():
                         break
                 self._settle()  # the batch in flight commits and is acked before run returns

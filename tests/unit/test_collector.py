@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from consumer.collector import THRESHOLDS, fewer_collections
+from consumer.collector import THRESHOLDS, fewer_collections, paused
 
 
 def test_thresholds_and_freeze_are_restored_even_on_error():
@@ -85,3 +85,53 @@ def test_holders_in_threads_that_leave_out_of_order():
     assert seen == [THRESHOLDS]
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_paused_turns_collection_off_and_back_on_after_the_last_holder():
+    assert gc.isenabled()
+    with paused():
+        assert not gc.isenabled()
+        with paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer batch still runs
+    assert gc.isenabled()
+
+
+def test_paused_leaves_collection_off_when_it_was_off():
+    gc.disable()
+    try:
+        with paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_paused_is_left_on_error():
+    with pytest.raises(RuntimeError), paused():
+        raise RuntimeError
+    assert gc.isenabled()
+
+
+def test_cycles_made_in_paused_batches_are_collected_after_them():
+    """The garbage in cycles of a batch waits for the batch's end, not for ever."""
+
+    class Node:
+        pass
+
+    def batch() -> None:
+        for _ in range(20_000):
+            a, b = Node(), Node()
+            a.other, b.other = b, a  # type: ignore[attr-defined]
+
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is Node)
+
+    with fewer_collections():
+        with paused():
+            batch()
+            assert alive() == 40_000  # nothing collected during the batch
+        # After it, the next allocations (another batch's) start a collection as usual.
+        survivors = [[] for _ in range(THRESHOLDS[0] + 1)]
+        assert alive() < 40_000
+        del survivors

@@ -85,17 +85,21 @@ def test_batches_are_folded_under_the_collector_policy_and_it_is_restored(settin
     thousands of objects alive) and the process's own policy is back when run returns."""
     publish_fills(redis_client, settings, 5)
     seen: list[tuple[int, int, int]] = []
+    collecting: list[bool] = []
 
     class Recording(MemoryStore):
         def write_batch(self, items):
             seen.append(gc.get_threshold())
+            collecting.append(gc.isenabled())
             return super().write_batch(items)
 
     before = gc.get_threshold()
     make_worker(settings, redis_client, Recording()).run(until_idle=True)
     assert seen
     assert set(seen) == {THRESHOLDS}
+    assert set(collecting) == {False}  # each batch runs collector.paused
     assert gc.get_threshold() == before
+    assert gc.isenabled()
     assert gc.get_freeze_count() == 0
 
 

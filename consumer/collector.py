@@ -36,6 +36,8 @@ from contextlib import contextmanager
 # Young-generation threshold while folding (CPython's default is 700 allocations), and the two
 # older generations' (CPython's defaults).
 THRESHOLDS = (10_000, 10, 10)
+# Overlapping paused batches collect once the young generation is this many thresholds past.
+OVERLAP_BACKSTOP = 20
 
 
 class _Policy:
@@ -71,7 +73,11 @@ _POLICY = _Policy()
 
 class _Pause:
     """Automatic collections off while any holder runs (``paused``); back on, if they were on
-    when the first holder came, once the last leaves."""
+    when the first holder came, once the last leaves. Holders that overlap without end (the
+    batches of several shard workers in one process) would keep it off for ever: so a holder
+    that leaves while others still run collects itself once the young generation has grown
+    past ``OVERLAP_BACKSTOP`` times its threshold, as the collector would have (the
+    generation that is due)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -88,8 +94,25 @@ class _Pause:
     def leave(self) -> None:
         with self._lock:
             self._holders -= 1
-            if self._holders == 0 and self._was_enabled:
+            if not self._was_enabled:
+                return
+            if self._holders == 0:
                 gc.enable()
+            else:
+                _collect_if_overdue()
+
+
+def _collect_if_overdue() -> None:
+    """Collect the generation that is due once the young one is ``OVERLAP_BACKSTOP`` times
+    past its threshold."""
+    young, middle, old = gc.get_count()
+    t_young, t_middle, t_old = gc.get_threshold()
+    if young <= OVERLAP_BACKSTOP * t_young:
+        return
+    if middle >= t_middle and old >= t_old:
+        gc.collect(2)
+    else:
+        gc.collect(1 if middle >= t_middle else 0)
 
 
 _PAUSE = _Pause()

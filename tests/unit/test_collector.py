@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from consumer.collector import THRESHOLDS, fewer_collections, paused
+from consumer.collector import _PAUSE, OVERLAP_BACKSTOP, THRESHOLDS, fewer_collections, paused
 
 
 def test_thresholds_and_freeze_are_restored_even_on_error():
@@ -135,3 +135,32 @@ def test_cycles_made_in_paused_batches_are_collected_after_them():
         survivors = [[] for _ in range(THRESHOLDS[0] + 1)]
         assert alive() < 40_000
         del survivors
+
+
+def test_overlapping_holders_without_end_still_collect():
+    """Shard workers' batches may overlap for ever: the collector must not stay off for ever."""
+
+    class Node:
+        pass
+
+    def cycles(n: int) -> None:
+        for _ in range(n):
+            a, b = Node(), Node()
+            a.other, b.other = b, a  # type: ignore[attr-defined]
+
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is Node)
+
+    with fewer_collections():
+        _PAUSE.enter()  # another worker's batch, running throughout
+        try:
+            made = 0
+            for _ in range(10):  # this worker's batches, each overlapping the other one
+                with paused():
+                    cycles(OVERLAP_BACKSTOP * THRESHOLDS[0] // 10)
+                    made += 2 * (OVERLAP_BACKSTOP * THRESHOLDS[0] // 10)
+            assert not gc.isenabled()  # still held by the other batch
+            assert alive() < made  # ... yet the garbage of the cycles was collected
+        finally:
+            _PAUSE.leave()
+    assert gc.isenabled()

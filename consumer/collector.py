@@ -40,66 +40,77 @@ THRESHOLDS = (10_000, 10, 10)
 OVERLAP_BACKSTOP = 20
 
 
-class _Policy:
-    """The process's one holder count and what the first holder found."""
+class _Counted:
+    """A process-wide collector setting held by any number of holders (threads, nested
+    blocks): the first in applies it (``_apply``, which saves what it changes), the last out
+    restores it (``_restore``); one that leaves while others hold it calls ``_left_early``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._holders = 0
-        self._saved_thresholds = gc.get_threshold()
-        self._froze = False
 
     def enter(self) -> None:
         with self._lock:
             if self._holders == 0:
-                self._saved_thresholds = gc.get_threshold()
-                self._froze = gc.get_freeze_count() == 0  # else the caller froze objects
-                if self._froze:
-                    gc.freeze()
-                gc.set_threshold(*THRESHOLDS)
+                self._apply()
             self._holders += 1
 
     def leave(self) -> None:
         with self._lock:
             self._holders -= 1
             if self._holders == 0:
-                gc.set_threshold(*self._saved_thresholds)
-                if self._froze:
-                    gc.unfreeze()
+                self._restore()
+            else:
+                self._left_early()
+
+    def _apply(self) -> None:
+        raise NotImplementedError
+
+    def _restore(self) -> None:
+        raise NotImplementedError
+
+    def _left_early(self) -> None:
+        pass
+
+
+class _Policy(_Counted):
+    """``fewer_collections``: the thresholds and the freeze of the module doc."""
+
+    def _apply(self) -> None:
+        self._saved_thresholds = gc.get_threshold()
+        self._froze = gc.get_freeze_count() == 0  # else the caller froze objects
+        if self._froze:
+            gc.freeze()
+        gc.set_threshold(*THRESHOLDS)
+
+    def _restore(self) -> None:
+        gc.set_threshold(*self._saved_thresholds)
+        if self._froze:
+            gc.unfreeze()
 
 
 _POLICY = _Policy()
 
 
-class _Pause:
-    """Automatic collections off while any holder runs (``paused``); back on, if they were on
+class _Pause(_Counted):
+    """``paused``: automatic collections off while any holder runs; back on, if they were on
     when the first holder came, once the last leaves. Holders that overlap without end (the
     batches of several shard workers in one process) would keep it off for ever: so a holder
     that leaves while others still run collects itself once the young generation has grown
     past ``OVERLAP_BACKSTOP`` times its threshold, as the collector would have (the
     generation that is due)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._was_enabled = False
+    def _apply(self) -> None:
+        self._was_enabled = gc.isenabled()
+        gc.disable()
 
-    def enter(self) -> None:
-        with self._lock:
-            if self._holders == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._holders += 1
+    def _restore(self) -> None:
+        if self._was_enabled:
+            gc.enable()
 
-    def leave(self) -> None:
-        with self._lock:
-            self._holders -= 1
-            if not self._was_enabled:
-                return
-            if self._holders == 0:
-                gc.enable()
-            else:
-                _collect_if_overdue()
+    def _left_early(self) -> None:
+        if self._was_enabled:
+            _collect_if_overdue()
 
 
 def _collect_if_overdue() -> None:
